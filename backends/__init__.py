@@ -1,0 +1,1 @@
+"""The two web stacks Stackgate fronts: ``django_site`` and ``flask_site``."""

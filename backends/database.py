@@ -1,0 +1,36 @@
+"""Where both stacks find the one shared database.
+
+``DATABASE_URL`` when set, otherwise an SQLite file under the project's
+``var/`` folder (or ``STACKGATE_DATA_DIR``). Django's migrations own the
+schema; Flask only maps the tables.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("STACKGATE_DATA_DIR") or PROJECT_ROOT / "var")
+
+
+def database_url() -> str:
+    """The database URL both stacks use, as the operator wrote it."""
+    url = os.environ.get("DATABASE_URL", "").strip()
+    if url:
+        return url
+    folder = data_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'stackgate.sqlite3'}"
+
+
+def sqlalchemy_url(url: str | None = None) -> str:
+    """``database_url()`` in SQLAlchemy's form (psycopg 3 driver for PostgreSQL)."""
+    url = url or database_url()
+    for scheme in ("postgres://", "postgresql://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url[len(scheme):]
+    return url

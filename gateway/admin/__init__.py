@@ -1,0 +1,5 @@
+"""``/_stackgate/...``: the gateway's own endpoints."""
+
+from gateway.admin.app import AdminApp
+
+__all__ = ["AdminApp"]

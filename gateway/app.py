@@ -1,0 +1,213 @@
+"""``create_app(config)``: the gateway as one pure ASGI callable.
+
+One request flows one way::
+
+    canonical path, request id -> route table -> policies -> backend
+    <- response headers added on the way out (X-Request-ID, Deprecation, ...)
+
+Everything derivable from the config is compiled once into a ``State``;
+a request reads ``self.state`` once at its start, so a reload that swaps it
+never changes a request in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from gateway import headers as H
+from gateway.admin import AdminApp
+from gateway.backends import build_backend
+from gateway.backends.wsgi import ClientDisconnected
+from gateway.config import Config
+from gateway.errors import GatewayError, send_error, send_gateway_error
+from gateway.paths import BadPath, canonical_path, encode_path, valid_method
+from gateway.policies import versions
+from gateway.routing import ADMIN_PREFIX, MethodNotAllowed, NoRoute, Route, RouteTable
+from gateway.types import Receive, Scope, Send
+
+logger = logging.getLogger("stackgate")
+access_logger = logging.getLogger("stackgate.access")
+
+_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+@dataclass(frozen=True)
+class State:
+    """A compiled config: what every request needs, built once."""
+
+    config: Config
+    table: RouteTable
+    entry: Any
+
+
+def compile_state(config: Config, backends: dict[str, Any], handler: Any) -> State:
+    routes: list[Route] = []
+    version_prefix = {r.version: r.prefix for r in config.routes if r.version is not None}
+    for route_config in config.routes:
+        request_headers: list[tuple[bytes, bytes]] = []
+        response_headers: tuple[tuple[bytes, bytes], ...] = ()
+        if route_config.version is not None:
+            version = config.versions[route_config.version]
+            request_headers.append((H.API_VERSION, route_config.version.encode()))
+            successor = version_prefix.get(version.successor) if version.successor else None
+            response_headers = versions.response_headers(version, successor)
+        routes.append(
+            Route(
+                config=route_config,
+                backend=backends[route_config.backend],
+                root_path=route_config.prefix if route_config.strip_prefix and route_config.prefix != "/" else "",
+                methods=frozenset(route_config.methods) if route_config.methods else None,
+                hosts=tuple(route_config.hosts) if route_config.hosts else None,
+                extra_request_headers=tuple(request_headers),
+                extra_response_headers=response_headers,
+            )
+        )
+    entry = handler
+    if config.gateway.trusted_proxies:
+        from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+        entry = ProxyHeadersMiddleware(handler, trusted_hosts=list(config.gateway.trusted_proxies))
+    return State(config=config, table=RouteTable(routes), entry=entry)
+
+
+def _host(headers: list[tuple[bytes, bytes]]) -> str:
+    value = H.get(headers, b"host")
+    if not value:
+        return ""
+    host = value.decode("latin1").lower()
+    if host.startswith("["):
+        return host[: host.find("]") + 1]
+    return host.rsplit(":", 1)[0] if ":" in host else host
+
+
+class Gateway:
+    """The ASGI application ``create_app`` returns."""
+
+    def __init__(self, config: Config) -> None:
+        self.backends = {name: build_backend(name, cfg) for name, cfg in config.backends.items()}
+        self.state = compile_state(config, self.backends, self._handle)
+        self.admin = AdminApp(self)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self.state.entry(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        else:  # websocket: closing before accept is a 403 to the client
+            await send({"type": "websocket.close", "code": 1008})
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    for backend in self.backends.values():
+                        await backend.startup()
+                except Exception as exc:  # pragma: no cover - reported to the server
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                for backend in self.backends.values():
+                    await backend.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def readiness(self) -> dict[str, dict[str, Any]]:
+        return {name: {"ok": True, "kind": backend.kind} for name, backend in self.backends.items()}
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        state = self.state
+        raw_headers = scope["headers"]
+        given = H.get(raw_headers, H.REQUEST_ID)
+        request_id = given.decode() if given is not None and _REQUEST_ID.match(given) else uuid.uuid4().hex
+        rid = request_id.encode()
+        out_headers: list[tuple[bytes, bytes]] = [(H.REQUEST_ID, rid)]
+        status = 0
+        response_started = False
+        route: Optional[Route] = None
+
+        async def send_out(message: dict) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), *out_headers]
+            await send(message)
+
+        try:
+            method = scope["method"]
+            if not valid_method(method):
+                raise GatewayError(400, "bad_method", "The request method must be an upper-case token such as GET.")
+            try:
+                path = canonical_path(scope.get("raw_path") or scope["path"].encode("utf-8"))
+            except BadPath as exc:
+                raise GatewayError(400, "bad_path", str(exc)) from None
+
+            if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
+                await self.admin(scope, receive, send_out, path)
+                return
+
+            try:
+                route = state.table.match(path, method, _host(raw_headers))
+            except NoRoute:
+                raise GatewayError(404, "route_not_found", f"No route for {method} {path}.") from None
+            except MethodNotAllowed as exc:
+                allow = ", ".join(sorted(exc.allowed)).encode()
+                raise GatewayError(405, "method_not_allowed", f'Method "{method}" not allowed.', [(b"allow", allow)]) from None
+
+            out_headers.extend(route.extra_response_headers)
+            limit = route.config.max_body_size or state.config.gateway.max_body_size
+            declared = H.get(raw_headers, b"content-length")
+            if declared is not None:
+                if not declared.isdigit():
+                    raise GatewayError(400, "bad_request", "Content-Length must be a non-negative integer.")
+                if int(declared) > limit:
+                    raise GatewayError(413, "body_too_large", f"The request body exceeds the limit of {limit} bytes.")
+
+            child = dict(scope)
+            child["path"] = path
+            child["raw_path"] = encode_path(path)
+            child["root_path"] = scope.get("root_path", "") + route.root_path
+            child["headers"] = [*H.inbound(raw_headers), (H.REQUEST_ID, rid), *route.extra_request_headers]
+            child["stackgate.max_body_size"] = limit
+            child["stackgate.request_id"] = request_id
+            await route.backend(child, receive, send_out)
+        except GatewayError as exc:
+            if response_started:
+                raise
+            await send_gateway_error(send_out, exc, request_id)
+        except ClientDisconnected:
+            status = status or 499
+        except Exception:
+            logger.exception("request %s failed in backend %s", request_id, route.config.backend if route else "-")
+            if response_started:
+                raise  # the server closes the connection: a truncated body must not look complete
+            await send_error(send_out, 502, "backend_error", "The backend failed to answer.", request_id)
+        finally:
+            if access_logger.isEnabledFor(logging.INFO):
+                access_logger.info(
+                    "request",
+                    extra={
+                        "request_id": request_id,
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "route": route.config.label if route else None,
+                        "backend": route.config.backend if route else None,
+                        "identity": scope.get("stackgate.identity"),
+                        "status": status,
+                        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                    },
+                )
+
+
+def create_app(config: Config) -> Gateway:
+    """Build the gateway for a validated config (imports every backend's app)."""
+    return Gateway(config)

@@ -1,0 +1,355 @@
+"""``kind = "wsgi"``: a WSGI application in this process, behind its own thread pool.
+
+The environ is built by a2wsgi (``build_environ``) so its semantics are
+a2wsgi's; the hand-off is our own, because a2wsgi crosses between the event
+loop and the worker thread once per message (~100 µs each here):
+
+- A request body is read on the event loop *before* a thread is taken (a slow
+  client never holds a worker). Bodies up to ``buffer_size`` — and every
+  chunked body, which is how Django gets a ``CONTENT_LENGTH`` for it — are
+  read whole; a larger declared body streams to the app through a2wsgi's
+  ``Body`` with back-pressure.
+- The worker collects the response while it stays under ``buffer_size`` and
+  hands it back in one crossing. A larger response switches to streaming
+  through a bounded queue; a client that disconnects stops the app's
+  iterator and ``close()`` is called.
+- The pool is a bulkhead: ``threads`` workers plus ``queue`` waiting requests;
+  past that a request is refused with 503 at once, and a response that has
+  not started within ``timeout`` seconds is answered with 504.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, Literal, Optional
+
+from a2wsgi.wsgi import Body, build_environ
+from pydantic import Field
+
+from gateway.backends.base import AppImportConfig, Backend, load_app
+from gateway.errors import GatewayError
+from gateway.schema import ByteSize
+from gateway.types import Receive, Scope, Send
+
+logger = logging.getLogger("stackgate.backends.wsgi")
+
+_STREAM_QUEUE = 8
+_POLL = 0.25
+
+
+class WSGIBackendConfig(AppImportConfig):
+    kind: Literal["wsgi"]
+    threads: int = Field(16, ge=1, le=1024)
+    """Worker threads of this backend's own pool."""
+    queue: int = Field(256, ge=0)
+    """Requests that may wait for a thread; beyond it the gateway answers 503."""
+    timeout: float = Field(30.0, gt=0)
+    """Seconds until the response must start; then the gateway answers 504."""
+    buffer_size: ByteSize = Field(1 << 20, ge=0)
+    """Request and response bodies up to this size are passed in one hand-off."""
+
+
+class ClientDisconnected(OSError):
+    """The client went away while the app was still reading its body."""
+
+
+class _StreamingBody(Body):
+    """a2wsgi's Body, but a disconnect mid-upload is an error, not an early EOF."""
+
+    def _receive_more_data(self) -> bytes:
+        if not self._has_more:
+            return b""
+        message = asyncio.run_coroutine_threadsafe(self.receive(), loop=self.loop).result()
+        if message["type"] == "http.disconnect":
+            self._has_more = False
+            raise ClientDisconnected("client disconnected during the request body")
+        self._has_more = message.get("more_body", False)
+        return message.get("body", b"")
+
+
+class _Cancelled(Exception):
+    pass
+
+
+_END = object()
+
+
+class _Exchange:
+    """State shared by one request's worker thread and its event-loop side."""
+
+    __slots__ = ("loop", "buffer_size", "status", "headers", "chunks", "size", "streaming", "cancelled", "head", "queue")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, buffer_size: int) -> None:
+        self.loop = loop
+        self.buffer_size = buffer_size
+        self.status: Optional[str] = None
+        self.headers: list[tuple[str, str]] = []
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.streaming = False
+        self.cancelled = False
+        self.head: asyncio.Future = loop.create_future()
+        self.queue: Optional[asyncio.Queue] = None
+
+    # worker-thread side
+    def emit(self, chunk: bytes) -> None:
+        if self.status is None:
+            raise RuntimeError("the WSGI app sent body bytes before calling start_response()")
+        if self.streaming:
+            self._push(chunk)
+            return
+        self.chunks.append(chunk)
+        self.size += len(chunk)
+        if self.size > self.buffer_size:
+            self.streaming = True
+            self.queue = asyncio.Queue(_STREAM_QUEUE)  # binds to the loop on first use there
+            self.loop.call_soon_threadsafe(self.settle, "stream", None)
+
+    def _push(self, item: Any) -> None:
+        assert self.queue is not None
+        future = asyncio.run_coroutine_threadsafe(self.queue.put(item), self.loop)
+        while True:
+            try:
+                future.result(_POLL)
+                return
+            except FutureTimeout:
+                if self.cancelled:
+                    future.cancel()
+                    raise _Cancelled() from None
+
+    # event-loop side
+    def settle(self, kind: str, value: Any) -> None:
+        if not self.head.done():
+            self.head.set_result((kind, value))
+
+
+def _response_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(name.strip().lower().encode("latin1"), value.strip().encode("latin1")) for name, value in headers]
+
+
+class WSGIBackend(Backend):
+    kind = "wsgi"
+
+    def __init__(self, name: str, config: WSGIBackendConfig) -> None:
+        super().__init__(name, config)
+        self.app = load_app(config.app)
+        self.executor = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix=f"stackgate-{name}")
+        self.capacity = config.threads + config.queue
+        self.busy = 0
+        self.rejected = 0
+        self.timeouts = 0
+
+    def restart_key(self) -> Any:
+        return self.config
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "threads": self.config.threads,
+            "busy": self.busy,
+            "capacity": self.capacity,
+            "saturated": self.busy >= self.config.threads,
+            "rejected": self.rejected,
+            "timeouts": self.timeouts,
+        }
+
+    @property
+    def saturated(self) -> bool:
+        return self.busy >= self.config.threads
+
+    async def shutdown(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        loop = asyncio.get_running_loop()
+        limit: int = scope.get("stackgate.max_body_size", 10 << 20)
+        declared = _content_length(scope)
+        if declared is not None and declared > limit:
+            raise _too_large(limit)
+
+        if declared is not None and declared > self.config.buffer_size:
+            body_file: Any = _StreamingBody(loop, receive)
+            body_len: Optional[int] = None
+        else:
+            body = await _read_body(receive, limit)
+            body_file = io.BytesIO(body)
+            body_len = len(body)
+
+        if self.busy >= self.capacity:
+            self.rejected += 1
+            raise GatewayError(
+                503,
+                "backend_busy",
+                f'Backend "{self.name}" is at capacity; retry shortly.',
+                [(b"retry-after", b"1")],
+            )
+
+        environ = build_environ(scope, body_file)  # type: ignore[arg-type]
+        environ["SCRIPT_NAME"] = scope.get("root_path", "").encode("utf-8").decode("latin1")
+        environ["wsgi.input_terminated"] = True
+        environ["wsgi.errors"] = sys.stderr
+        if body_len is not None:
+            environ["CONTENT_LENGTH"] = str(body_len)
+        identity = scope.get("stackgate.identity")
+        if identity:
+            environ["REMOTE_USER"] = identity
+        else:
+            environ.pop("REMOTE_USER", None)
+
+        exchange = _Exchange(loop, self.config.buffer_size)
+        self.busy += 1
+        future = loop.run_in_executor(self.executor, self._run, environ, exchange)
+
+        def finished(fut: asyncio.Future) -> None:
+            self.busy -= 1
+            if fut.cancelled():
+                exchange.settle("error", RuntimeError("the request was cancelled before a worker took it"))
+            elif fut.exception() is not None:
+                exchange.settle("error", fut.exception())
+            else:
+                exchange.settle("done", None)
+
+        future.add_done_callback(finished)
+        timer = loop.call_later(self.config.timeout, exchange.settle, "timeout", None)
+        try:
+            kind, error = await exchange.head
+        finally:
+            timer.cancel()
+
+        if kind == "timeout":
+            exchange.cancelled = True
+            self.timeouts += 1
+            raise GatewayError(
+                504,
+                "backend_timeout",
+                f'Backend "{self.name}" did not answer within {self.config.timeout:g} seconds.',
+            )
+        if kind == "error":
+            raise error
+        status = int(exchange.status.split(" ", 1)[0])  # type: ignore[union-attr]
+        headers = _response_headers(exchange.headers)
+        if kind == "done":
+            body = b"".join(exchange.chunks)
+            if scope["method"] != "HEAD" and not any(name == b"content-length" for name, _ in headers):
+                headers.append((b"content-length", str(len(body)).encode()))
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        # While the app may still read a streamed request body, receive() is its alone.
+        watch = not isinstance(body_file, _StreamingBody) or not body_file.has_more
+        await self._stream(exchange, status, headers, receive if watch else None, send)
+
+    async def _stream(
+        self, exchange: _Exchange, status: int, headers: list, receive: Optional[Receive], send: Send
+    ) -> None:
+        queue = exchange.queue
+        assert queue is not None
+
+        async def watch_disconnect() -> None:
+            assert receive is not None
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    exchange.cancelled = True
+                    try:
+                        queue.put_nowait(_END)
+                    except asyncio.QueueFull:
+                        pass
+                    return
+
+        watcher = asyncio.ensure_future(watch_disconnect()) if receive is not None else None
+        try:
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            for chunk in exchange.chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            exchange.chunks = []
+            while True:
+                item = await queue.get()
+                if exchange.cancelled:
+                    return
+                if item is _END:
+                    await send({"type": "http.response.body", "body": b""})
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                await send({"type": "http.response.body", "body": item, "more_body": True})
+        finally:
+            exchange.cancelled = True  # nobody reads the queue any more: stop the app
+            if watcher is not None:
+                watcher.cancel()
+
+    def _run(self, environ: dict, exchange: _Exchange) -> None:
+        """Call the app in a worker thread; errors before the head travel as exceptions."""
+
+        def start_response(status: str, headers: list, exc_info: Any = None) -> Any:
+            if exc_info is not None and exchange.streaming:
+                raise exc_info[1].with_traceback(exc_info[2])
+            exchange.status = status
+            exchange.headers = headers
+            return exchange.emit
+
+        if exchange.cancelled:
+            return
+        try:
+            iterable = self.app(environ, start_response)
+            try:
+                for chunk in iterable:
+                    if chunk:
+                        exchange.emit(chunk)
+                    if exchange.cancelled:
+                        raise _Cancelled()
+            finally:
+                close = getattr(iterable, "close", None)
+                if close is not None:
+                    close()
+            if exchange.status is None:
+                raise RuntimeError("the WSGI app returned without calling start_response()")
+        except _Cancelled:
+            return
+        except BaseException as exc:
+            if not exchange.streaming:
+                raise
+            try:
+                exchange._push(exc)
+            except _Cancelled:
+                pass
+            return
+        if exchange.streaming:
+            try:
+                exchange._push(_END)
+            except _Cancelled:
+                pass
+
+
+def _content_length(scope: Scope) -> Optional[int]:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            if not value.isdigit():
+                raise GatewayError(400, "bad_request", "Content-Length must be a non-negative integer.")
+            return int(value)
+    return None
+
+
+def _too_large(limit: int) -> GatewayError:
+    return GatewayError(413, "body_too_large", f"The request body exceeds the limit of {limit} bytes.")
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected("client disconnected during the request body")
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)

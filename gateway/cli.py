@@ -1,0 +1,136 @@
+"""``stackgate``: run the gateway, check and show a config, migrate the database.
+
+A thin layer: every verb calls into the package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from gateway.config import DEFAULT_PATH, Config, ConfigError, load_config
+
+
+def _load(path: str) -> Optional[Config]:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return None
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return 1
+    print(f"{args.config}: ok ({len(config.routes)} routes, {len(config.backends)} backends, version {config.digest})")
+    return 0
+
+
+def cmd_routes(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return 1
+    rows = [("PREFIX", "METHODS", "HOSTS", "BACKEND", "KIND", "VERSION", "SCRIPT_NAME")]
+    for route in config.routes:
+        rows.append(
+            (
+                route.prefix,
+                ",".join(route.methods) if route.methods else "*",
+                ",".join(route.hosts) if route.hosts else "*",
+                route.backend,
+                config.backends[route.backend].kind,
+                route.version or "-",
+                route.prefix if route.strip_prefix and route.prefix != "/" else "''",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return 0
+
+
+def migrate(verbosity: int = 1) -> None:
+    """Apply Django's migrations: they own the schema both stacks use."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backends.django_site.settings")
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", interactive=False, verbosity=verbosity)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    migrate(verbosity=args.verbosity)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    path = str(Path(args.config).resolve())
+    config = _load(path)
+    if config is None:
+        return 1
+    os.environ["STACKGATE_CONFIG"] = path
+    os.environ["STACKGATE_LOG_LEVEL"] = args.log_level
+    os.environ.pop("SCRIPT_NAME", None)  # a2wsgi would apply it to every mount
+    if not os.environ.get("DATABASE_URL"):
+        migrate(verbosity=0)  # the embedded SQLite default works on the first request
+    uvicorn.run(
+        "gateway.asgi:app",
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        proxy_headers=False,  # the gateway applies [gateway].trusted_proxies itself
+        server_header=False,
+        access_log=False,  # the gateway writes its own JSON access log
+        log_level=args.log_level,
+        lifespan="on",
+        timeout_graceful_shutdown=args.graceful_timeout,
+    )
+    return 0
+
+
+VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": cmd_run,
+    "check": cmd_check,
+    "routes": cmd_routes,
+    "migrate": cmd_migrate,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stackgate", description=__doc__.splitlines()[0])
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{" + ",".join(VERBS) + "}")
+
+    run = verbs.add_parser("run", help="serve the gateway with uvicorn")
+    run.add_argument("--config", default=os.environ.get("STACKGATE_CONFIG", DEFAULT_PATH), help="config file (default: ./config.toml)")
+    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--port", type=int, default=8000)
+    run.add_argument("--workers", type=int, default=1, help="worker processes (use Redis throttling for more than one)")
+    run.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    run.add_argument("--graceful-timeout", type=int, default=30, help="seconds in-flight requests get at shutdown")
+
+    check = verbs.add_parser("check", help="validate a config file; exit 0 when valid")
+    check.add_argument("config", nargs="?", default=DEFAULT_PATH)
+
+    routes = verbs.add_parser("routes", help="print the route table of a config file")
+    routes.add_argument("config", nargs="?", default=DEFAULT_PATH)
+
+    mig = verbs.add_parser("migrate", help="apply the database schema (Django migrations)")
+    mig.add_argument("--verbosity", type=int, default=1)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    return VERBS[args.verb](args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,241 @@
+"""The only reader of ``config.toml``: TOML in, typed and validated objects out.
+
+Every problem is reported as ``FILE: key.path: what is wrong`` — all of them
+at once, not just the first — by ``load_config`` (and so by
+``stackgate check`` and the hot reloader, which share this code).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from pydantic import Field, ValidationError, field_validator
+
+from gateway.backends import KINDS
+from gateway.policies.versions import VersionConfig
+from gateway.routing import RouteConfig
+from gateway.schema import ByteSize, Schema
+
+DEFAULT_PATH = "config.toml"
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; ``problems`` are ``FILE: key.path: message`` lines."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class GatewaySettings(Schema):
+    """The ``[gateway]`` table."""
+
+    trusted_proxies: list[str] = []
+    """Peers (IPs or CIDRs) whose ``X-Forwarded-For``/``-Proto`` are believed."""
+    max_body_size: ByteSize = 10 << 20
+    """Largest request body accepted (413 beyond), chunked bodies included."""
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f'"{entry}" is not an IP address or CIDR such as "10.0.0.0/8"') from None
+        return value
+
+
+class Config(Schema):
+    """A whole, validated ``config.toml``."""
+
+    gateway: GatewaySettings = GatewaySettings()
+    backends: dict[str, Any] = Field(default_factory=dict)
+    versions: dict[str, VersionConfig] = Field(default_factory=dict)
+    routes: list[RouteConfig] = Field(default_factory=list)
+    source: str = "<memory>"
+    digest: str = ""
+
+    def backend_names(self) -> list[str]:
+        return list(self.backends)
+
+
+@dataclass
+class _Problems:
+    source: str
+    items: list[str]
+
+    def add(self, loc: Iterable[Any], message: str) -> None:
+        self.items.append(f"{self.source}: {format_loc(loc) or '(top level)'}: {message}")
+
+
+def format_loc(loc: Iterable[Any]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _message(error: dict) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "is required"
+    message = error["msg"]
+    return message.removeprefix("Value error, ")
+
+
+def load_config(path: str | os.PathLike[str] | None = None, environ: Optional[dict[str, str]] = None) -> Config:
+    """Read, interpolate and validate a config file; raise ConfigError with every problem."""
+    path = Path(path or os.environ.get("STACKGATE_CONFIG") or DEFAULT_PATH)
+    source = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"{source}: cannot read the file: {exc.strerror or exc}"]) from None
+    return parse_config(raw, source, environ)
+
+
+def parse_config(raw: bytes, source: str = "<memory>", environ: Optional[dict[str, str]] = None) -> Config:
+    problems = _Problems(source, [])
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError([f"{source}: the file is not UTF-8 text"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{source}: invalid TOML: {exc}"]) from None
+    data = _interpolate(data, (), environ if environ is not None else dict(os.environ), problems)
+    config = _validate(data, problems)
+    if problems.items or config is None:
+        raise ConfigError(problems.items)
+    return config.model_copy(update={"source": source, "digest": hashlib.sha256(raw).hexdigest()[:12]})
+
+
+def _interpolate(value: Any, loc: tuple, environ: dict[str, str], problems: _Problems) -> Any:
+    """Replace ``${NAME}`` in strings with environment variables (``$${`` is a literal ``${``)."""
+    if isinstance(value, dict):
+        return {k: _interpolate(v, (*loc, k), environ, problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, (*loc, i), environ, problems) for i, v in enumerate(value)]
+    if isinstance(value, str) and "${" in value:
+
+        def replace(match: re.Match) -> str:
+            name = match.group(1)
+            if name not in environ:
+                problems.add(loc, f"environment variable {name} is not set (referenced as ${{{name}}})")
+                return ""
+            return environ[name]
+
+        parts = value.split("$${")
+        return "${".join(_ENV_REF.sub(replace, part) for part in parts)
+    return value
+
+
+def _validate(data: dict, problems: _Problems) -> Optional[Config]:
+    """Validate each table on its own, so that one bad table hides no other problem."""
+    for key in data:
+        if key not in _TOP_LEVEL:
+            problems.add((key,), f"unknown key; the top-level tables are {', '.join(_TOP_LEVEL)}")
+    gateway = _model(GatewaySettings, data.get("gateway", {}), ("gateway",), problems)
+    backends = {
+        name: cfg
+        for name, table in _table_of_tables(data, "backends", problems).items()
+        if (cfg := _backend(name, table, problems)) is not None
+    }
+    versions = {
+        name: cfg
+        for name, table in _table_of_tables(data, "versions", problems).items()
+        if (cfg := _model(VersionConfig, table, ("versions", name), problems)) is not None
+    }
+    routes_raw = data.get("routes", [])
+    if not isinstance(routes_raw, list):
+        problems.add(("routes",), "must be an array of [[routes]] tables")
+        routes_raw = []
+    routes = [_model(RouteConfig, table, ("routes", i), problems) for i, table in enumerate(routes_raw)]
+    if problems.items or gateway is None:
+        _check_references(data, routes, problems)
+        return None
+    config = Config(gateway=gateway, backends=backends, versions=versions, routes=routes)
+    _check_references(data, routes, problems)
+    return config
+
+
+_TOP_LEVEL = ("gateway", "backends", "versions", "routes")
+
+
+def _model(model: type, table: Any, loc: tuple, problems: _Problems) -> Any:
+    if not isinstance(table, dict):
+        problems.add(loc, "must be a table")
+        return None
+    try:
+        return model.model_validate(table)
+    except ValidationError as exc:
+        for error in exc.errors():
+            problems.add((*loc, *error["loc"]), _message(error))
+        return None
+
+
+def _table_of_tables(data: dict, key: str, problems: _Problems) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        problems.add((key,), f"must be a table of [{key}.NAME] tables")
+        return {}
+    named = {}
+    for name, table in value.items():
+        if not _NAME.match(name):
+            problems.add((key, name), "a name must start with a letter and use only letters, digits, '_' and '-'")
+        else:
+            named[name] = table
+    return named
+
+
+def _backend(name: str, table: Any, problems: _Problems) -> Any:
+    loc = ("backends", name)
+    kind = table.get("kind") if isinstance(table, dict) else None
+    if isinstance(table, dict) and kind not in KINDS:
+        problems.add((*loc, "kind"), f"must be one of {', '.join(repr(k) for k in KINDS)}, not {kind!r}")
+        return None
+    return _model(KINDS[kind][0], table, loc, problems) if kind else _model(dict, table, loc, problems)
+
+
+def _check_references(data: dict, routes: list[Optional[RouteConfig]], problems: _Problems) -> None:
+    """Names that point at other tables must exist (checked even when tables had other problems)."""
+    backends = data.get("backends") if isinstance(data.get("backends"), dict) else {}
+    versions = data.get("versions") if isinstance(data.get("versions"), dict) else {}
+    for name, version in versions.items():
+        successor = version.get("successor") if isinstance(version, dict) else None
+        if isinstance(successor, str) and successor not in versions:
+            problems.add(("versions", name, "successor"), f'unknown version "{successor}"; known: {_known(versions)}')
+    seen: dict[tuple, int] = {}
+    for index, route in enumerate(routes):
+        if route is None:
+            continue
+        loc = ("routes", index)
+        if route.backend not in backends:
+            problems.add((*loc, "backend"), f'unknown backend "{route.backend}"; known: {_known(backends)}')
+        if route.version is not None and route.version not in versions:
+            problems.add((*loc, "version"), f'unknown version "{route.version}"; known: {_known(versions)}')
+        key = (route.prefix, tuple(sorted(route.methods or ())), tuple(sorted(route.hosts or ())))
+        if key in seen:
+            problems.add((*loc, "prefix"), f"same prefix, methods and hosts as routes[{seen[key]}]; it could never match")
+        else:
+            seen[key] = index
+
+
+def _known(names: Iterable[str]) -> str:
+    names = sorted(names)
+    return ", ".join(f'"{n}"' for n in names) if names else "(none)"

@@ -1,0 +1,1 @@
+"""Per-route policies: each module holds its config schema and its handler."""
