@@ -26,7 +26,7 @@ from gateway.backends.wsgi import ClientDisconnected
 from gateway.config import Config
 from gateway.errors import GatewayError, send_error, send_gateway_error
 from gateway.paths import BadPath, canonical_path, encode_path, valid_method
-from gateway.policies import versions
+from gateway.policies import Runtime, build_chain, versions
 from gateway.routing import ADMIN_PREFIX, MethodNotAllowed, NoRoute, Route, RouteTable
 from gateway.types import Receive, Scope, Send
 
@@ -45,7 +45,7 @@ class State:
     entry: Any
 
 
-def compile_state(config: Config, backends: dict[str, Any], handler: Any) -> State:
+def compile_state(config: Config, backends: dict[str, Any], runtime: Runtime, handler: Any) -> State:
     routes: list[Route] = []
     version_prefix = {r.version: r.prefix for r in config.routes if r.version is not None}
     for route_config in config.routes:
@@ -60,6 +60,7 @@ def compile_state(config: Config, backends: dict[str, Any], handler: Any) -> Sta
             Route(
                 config=route_config,
                 backend=backends[route_config.backend],
+                handler=build_chain(backends[route_config.backend], route_config, config, runtime),
                 root_path=route_config.prefix if route_config.strip_prefix and route_config.prefix != "/" else "",
                 methods=frozenset(route_config.methods) if route_config.methods else None,
                 hosts=tuple(route_config.hosts) if route_config.hosts else None,
@@ -90,7 +91,8 @@ class Gateway:
 
     def __init__(self, config: Config) -> None:
         self.backends = {name: build_backend(name, cfg) for name, cfg in config.backends.items()}
-        self.state = compile_state(config, self.backends, self._handle)
+        self.runtime = Runtime()
+        self.state = compile_state(config, self.backends, self.runtime, self._handle)
         self.admin = AdminApp(self)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -179,7 +181,7 @@ class Gateway:
             child["headers"] = [*H.inbound(raw_headers), (H.REQUEST_ID, rid), *route.extra_request_headers]
             child["stackgate.max_body_size"] = limit
             child["stackgate.request_id"] = request_id
-            await route.backend(child, receive, send_out)
+            await route.handler(child, receive, send_out)
         except GatewayError as exc:
             if response_started:
                 raise

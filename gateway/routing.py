@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from pydantic import field_validator
 
@@ -88,6 +88,7 @@ class Route:
 
     config: RouteConfig
     backend: object
+    handler: Any
     root_path: str
     methods: Optional[frozenset[str]]
     hosts: Optional[tuple[str, ...]]

@@ -13,6 +13,7 @@ def table(*specs):
             Route(
                 config=config,
                 backend=spec["backend"],
+                handler=None,
                 root_path=config.prefix,
                 methods=frozenset(config.methods) if config.methods else None,
                 hosts=tuple(config.hosts) if config.hosts else None,
