@@ -148,6 +148,8 @@ class Gateway:
             method = scope["method"]
             if not valid_method(method):
                 raise GatewayError(400, "bad_method", "The request method must be an upper-case token such as GET.")
+            if scope.get("stackgate.non_origin_form"):
+                raise GatewayError(400, "bad_path", "The request target must be a path starting with '/' (origin form).")
             try:
                 path = canonical_path(scope.get("raw_path") or scope["path"].encode("utf-8"))
             except BadPath as exc:

@@ -91,6 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         access_log=False,  # the gateway writes its own JSON access log
         log_level=args.log_level,
         lifespan="on",
+        http="gateway.server:HttpProtocol",
         timeout_graceful_shutdown=args.graceful_timeout,
     )
     return 0
