@@ -99,3 +99,7 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "backends.django_site.todos.errors.exception_handler",
     "URL_FORMAT_OVERRIDE": None,
 }
+
+# The gateway enforces the body limit ([gateway].max_body_size, 10 MiB by
+# default) before Django reads anything; match it so both stacks accept the same bodies.
+DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("STACKGATE_MAX_BODY_SIZE", 10 * 1024 * 1024))
