@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from gateway import headers as H
+from gateway import metrics
 from gateway.admin import AdminApp
 from gateway.backends import build_backend
 from gateway.backends.wsgi import ClientDisconnected
@@ -89,11 +90,38 @@ def _host(headers: list[tuple[bytes, bytes]]) -> str:
 class Gateway:
     """The ASGI application ``create_app`` returns."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, watch: bool = False) -> None:
         self.backends = {name: build_backend(name, cfg) for name, cfg in config.backends.items()}
         self.runtime = Runtime()
         self.state = compile_state(config, self.backends, self.runtime, self._handle)
         self.admin = AdminApp(self)
+        self.reloader = None
+        if watch and config.source != "<memory>":
+            from gateway.reload import Reloader
+
+            self.reloader = Reloader(self, config.source)
+
+    def apply(self, config: Config) -> None:
+        """Swap in a new config (one assignment: requests in flight keep the state they hold)."""
+        self.state = compile_state(config, self.backends, self.runtime, self._handle)
+
+    def restart_needed(self, config: Config) -> list[str]:
+        """What in ``config`` cannot be applied without a restart (backends are built once)."""
+        problems = []
+        for name in sorted(set(self.backends) | set(config.backends)):
+            loc = f"{config.source}: backends.{name}"
+            if name not in config.backends:
+                problems.append(f"{loc}: removed; a restart is needed to remove a backend")
+            elif name not in self.backends:
+                problems.append(f"{loc}: added; a restart is needed to add a backend")
+            elif self.backends[name].restart_key() != config.backends[name]:
+                changed = sorted(
+                    key
+                    for key in type(config.backends[name]).model_fields
+                    if getattr(self.backends[name].config, key, None) != getattr(config.backends[name], key, None)
+                )
+                problems.append(f"{loc}: {', '.join(changed)} changed; a restart is needed to rebuild a backend")
+        return problems
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -111,18 +139,55 @@ class Gateway:
                 try:
                     for backend in self.backends.values():
                         await backend.startup()
+                    if self.reloader is not None:
+                        await self.reloader.start()
                 except Exception as exc:  # pragma: no cover - reported to the server
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self.reloader is not None:
+                    await self.reloader.stop()
                 for backend in self.backends.values():
                     await backend.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
     async def readiness(self) -> dict[str, dict[str, Any]]:
-        return {name: {"ok": True, "kind": backend.kind} for name, backend in self.backends.items()}
+        checks: dict[str, dict[str, Any]] = {
+            f"backend:{name}": {"ok": True, "kind": backend.kind} for name, backend in self.backends.items()
+        }
+        limiter = self.runtime.get("throttle")
+        if limiter is not None:
+            checks["throttle_store"] = {"ok": await limiter.healthy(), "storage": limiter.settings_key[0].split("@")[-1]}
+        return checks
+
+    def status(self) -> dict[str, Any]:
+        config = self.state.config
+        last = self.reloader.last if self.reloader else {"ok": True, "version": config.digest, "message": "not watching", "problems": []}
+        return {"version": config.digest, "source": config.source, "watching": self.reloader is not None, "last_reload": last}
+
+    def route_summary(self) -> list[dict[str, Any]]:
+        out = []
+        for route in self.state.config.routes:
+            split = getattr(route, "split", None)
+            out.append(
+                {
+                    "name": route.label,
+                    "prefix": route.prefix,
+                    "backends": dict(split) if split else {route.backend: 100},
+                    "auth": getattr(route, "auth", None),
+                    "roles": list(getattr(route, "roles", None) or []),
+                    "throttle": getattr(route, "throttle", None),
+                    "mirror": bool(getattr(route, "mirror", False)),
+                    "version": route.version,
+                }
+            )
+        return out
+
+    def mirror_stats(self) -> dict[str, Any]:
+        registry = self.runtime.get("mirror") or {}
+        return {label: stats.as_dict() for label, stats in registry.items()}
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -135,6 +200,7 @@ class Gateway:
         status = 0
         response_started = False
         route: Optional[Route] = None
+        child: dict = {}
 
         async def send_out(message: dict) -> None:
             nonlocal status, response_started
@@ -176,7 +242,7 @@ class Gateway:
                 if int(declared) > limit:
                     raise GatewayError(413, "body_too_large", f"The request body exceeds the limit of {limit} bytes.")
 
-            child = dict(scope)
+            child.update(scope)
             child["path"] = path
             child["raw_path"] = encode_path(path)
             child["root_path"] = scope.get("root_path", "") + route.root_path
@@ -187,6 +253,8 @@ class Gateway:
         except GatewayError as exc:
             if response_started:
                 raise
+            if route is not None:
+                _count_refusal(route.config.label, exc)
             await send_gateway_error(send_out, exc, request_id)
         except ClientDisconnected:
             status = status or 499
@@ -196,6 +264,10 @@ class Gateway:
                 raise  # the server closes the connection: a truncated body must not look complete
             await send_error(send_out, 502, "backend_error", "The backend failed to answer.", request_id)
         finally:
+            duration = time.perf_counter() - started
+            route_label = route.config.label if route else "-"
+            backend_name = child.get("stackgate.backend") or (route.config.backend if route else "-")
+            metrics.observe_request(route_label, backend_name, status, duration)
             if access_logger.isEnabledFor(logging.INFO):
                 access_logger.info(
                     "request",
@@ -203,15 +275,25 @@ class Gateway:
                         "request_id": request_id,
                         "method": scope["method"],
                         "path": scope["path"],
-                        "route": route.config.label if route else None,
-                        "backend": route.config.backend if route else None,
-                        "identity": scope.get("stackgate.identity"),
+                        "route": route_label,
+                        "backend": backend_name,
+                        "identity": child.get("stackgate.identity"),
                         "status": status,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                        "duration_ms": round(duration * 1000, 3),
                     },
                 )
 
 
-def create_app(config: Config) -> Gateway:
-    """Build the gateway for a validated config (imports every backend's app)."""
-    return Gateway(config)
+def _count_refusal(route: str, exc: GatewayError) -> None:
+    if exc.status in (401, 403):
+        metrics.AUTH_FAILURES.labels(route, str(exc.status)).inc()
+    elif exc.code == "rate_limited":
+        metrics.THROTTLED.labels(route).inc()
+
+
+def create_app(config: Config, watch: bool = False) -> Gateway:
+    """Build the gateway for a validated config (imports every backend's app).
+
+    ``watch`` reloads the config file when it changes (and on SIGHUP).
+    """
+    return Gateway(config, watch=watch)

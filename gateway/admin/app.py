@@ -1,10 +1,18 @@
-"""The admin endpoints: health and readiness for now."""
+"""``/_stackgate/...``: health, readiness, metrics, status, stats, mirror, dashboard.
+
+See docs/admin-api.md. ``health``, ``ready`` and ``metrics`` are open (probes
+and scrapers); the rest needs a consumer with one of ``[gateway].admin_roles``.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
+from gateway import metrics
+from gateway.admin.series import TrafficSeries
 from gateway.errors import GatewayError
 from gateway.routing import ADMIN_PREFIX
 from gateway.types import Receive, Scope, Send
@@ -12,17 +20,30 @@ from gateway.types import Receive, Scope, Send
 if TYPE_CHECKING:
     from gateway.app import Gateway
 
+DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboard"
+_ASSET_TYPES = {".html": b"text/html; charset=utf-8", ".css": b"text/css; charset=utf-8", ".js": b"text/javascript; charset=utf-8"}
+_SECURITY_HEADERS = [
+    (b"cache-control", b"no-store"),
+    (b"x-content-type-options", b"nosniff"),
+]
+_PAGE_HEADERS = [
+    (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+]
 
-async def send_json(send: Send, status: int, data: Any, headers: list[tuple[bytes, bytes]] = ()) -> None:
-    body = json.dumps(data, separators=(",", ":")).encode()
+Endpoint = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+async def send_bytes(send: Send, status: int, body: bytes, content_type: bytes, headers: list[tuple[bytes, bytes]] = ()) -> None:
     await send(
         {
             "type": "http.response.start",
             "status": status,
             "headers": [
-                (b"content-type", b"application/json"),
+                (b"content-type", content_type),
                 (b"content-length", str(len(body)).encode()),
-                (b"cache-control", b"no-store"),
+                *_SECURITY_HEADERS,
                 *headers,
             ],
         }
@@ -30,20 +51,38 @@ async def send_json(send: Send, status: int, data: Any, headers: list[tuple[byte
     await send({"type": "http.response.body", "body": body})
 
 
+async def send_json(send: Send, status: int, data: Any, headers: list[tuple[bytes, bytes]] = ()) -> None:
+    await send_bytes(send, status, json.dumps(data, separators=(",", ":")).encode(), b"application/json", headers)
+
+
 class AdminApp:
     def __init__(self, gateway: "Gateway") -> None:
         self.gateway = gateway
-        self.endpoints = {
+        self.series = TrafficSeries()
+        self.open: dict[str, Endpoint] = {
             "/health": self.health,
             "/ready": self.ready,
+            "/metrics": self.metrics,
+        }
+        self.protected: dict[str, Endpoint] = {
+            "/": self.dashboard,
+            "/status": self.status,
+            "/stats": self.stats,
+            "/mirror": self.mirror,
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
-        endpoint = self.endpoints.get(path[len(ADMIN_PREFIX) :])
-        if endpoint is None:
-            raise GatewayError(404, "not_found", f"No gateway endpoint at {path}.")
+        sub = path[len(ADMIN_PREFIX) :] or "/"
         if scope["method"] not in ("GET", "HEAD"):
             raise GatewayError(405, "method_not_allowed", f'Method "{scope["method"]}" not allowed.', [(b"allow", b"GET, HEAD")])
+        endpoint = self.open.get(sub)
+        if endpoint is None:
+            endpoint = self.protected.get(sub)
+            if endpoint is None and sub.startswith("/dashboard/"):
+                endpoint = self.asset
+            if endpoint is None:
+                raise GatewayError(404, "not_found", f"No gateway endpoint at {path}.")
+            await self.gateway.require_admin(scope)
         await endpoint(scope, receive, send)
 
     async def health(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -53,3 +92,42 @@ class AdminApp:
         checks = await self.gateway.readiness()
         ok = all(check["ok"] for check in checks.values())
         await send_json(send, 200 if ok else 503, {"status": "ready" if ok else "not_ready", "checks": checks})
+
+    async def metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send_bytes(send, 200, metrics.exposition(), metrics.CONTENT_TYPE)
+
+    async def status(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send_json(send, 200, self.gateway.status())
+
+    async def mirror(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send_json(send, 200, self.gateway.mirror_stats())
+
+    async def stats(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gateway = self.gateway
+        self.series.sample()
+        data = {
+            "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "config": gateway.status(),
+            "routes": gateway.route_summary(),
+            "backends": {name: {"kind": b.kind, **b.stats()} for name, b in gateway.backends.items()},
+            "totals": metrics.totals(),
+            "series": self.series.as_dict(),
+            "mirror": gateway.mirror_stats(),
+        }
+        await send_json(send, 200, data)
+
+    async def dashboard(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._file(send, DASHBOARD_DIR / "index.html")
+
+    async def asset(self, scope: Scope, receive: Receive, send: Send) -> None:
+        name = scope["path"].rsplit("/", 1)[1]
+        if name not in {p.name for p in DASHBOARD_DIR.iterdir()} or name.startswith("."):
+            raise GatewayError(404, "not_found", "Not found.")
+        await self._file(send, DASHBOARD_DIR / name)
+
+    async def _file(self, send: Send, path: Path) -> None:
+        try:
+            body = path.read_bytes()
+        except OSError:
+            raise GatewayError(404, "not_found", "Not found.") from None
+        await send_bytes(send, 200, body, _ASSET_TYPES.get(path.suffix, b"application/octet-stream"), _PAGE_HEADERS)

@@ -37,7 +37,13 @@ class StaticBackend(Backend):
 
     def __init__(self, name: str, config: StaticBackendConfig) -> None:
         super().__init__(name, config)
-        self.files = StaticFiles(directory=config.directory, packages=list(config.packages) or None)
+        try:
+            self.files = StaticFiles(
+                directory=config.directory,
+                packages=[(package, "static") for package in config.packages] or None,
+            )
+        except (AssertionError, RuntimeError, ModuleNotFoundError) as exc:
+            raise RuntimeError(f"backends.{name}: {exc}") from None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:

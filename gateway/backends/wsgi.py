@@ -31,6 +31,7 @@ from typing import Any, Literal, Optional
 from a2wsgi.wsgi import Body, build_environ
 from pydantic import Field
 
+from gateway import metrics
 from gateway.backends.base import AppImportConfig, Backend, load_app
 from gateway.errors import GatewayError
 from gateway.schema import ByteSize
@@ -143,6 +144,8 @@ class WSGIBackend(Backend):
         self.busy = 0
         self.rejected = 0
         self.timeouts = 0
+        self._busy_gauge = metrics.BACKEND_BUSY.labels(name)
+        metrics.BACKEND_THREADS.labels(name).set(config.threads)
 
     def restart_key(self) -> Any:
         return self.config
@@ -181,6 +184,7 @@ class WSGIBackend(Backend):
 
         if self.busy >= self.capacity:
             self.rejected += 1
+            metrics.BACKEND_REJECTED.labels(self.name, "busy").inc()
             raise GatewayError(
                 503,
                 "backend_busy",
@@ -202,10 +206,12 @@ class WSGIBackend(Backend):
 
         exchange = _Exchange(loop, self.config.buffer_size)
         self.busy += 1
+        self._busy_gauge.inc()
         future = loop.run_in_executor(self.executor, self._run, environ, exchange)
 
         def finished(fut: asyncio.Future) -> None:
             self.busy -= 1
+            self._busy_gauge.dec()
             if fut.cancelled():
                 exchange.settle("error", RuntimeError("the request was cancelled before a worker took it"))
             elif fut.exception() is not None:
@@ -223,6 +229,7 @@ class WSGIBackend(Backend):
         if kind == "timeout":
             exchange.cancelled = True
             self.timeouts += 1
+            metrics.BACKEND_REJECTED.labels(self.name, "timeout").inc()
             raise GatewayError(
                 504,
                 "backend_timeout",

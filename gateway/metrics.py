@@ -1,0 +1,118 @@
+"""Prometheus metrics, correct under ``--workers N``.
+
+``stackgate run`` points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh folder before
+any worker starts, so every worker writes its samples there and any worker
+can answer ``/_stackgate/metrics`` with the sum over all of them. Without that
+variable (tests, another ASGI server) the process's own registry is used.
+
+Label children are cached per label tuple: the hot path is a dict lookup and
+an increment.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import REGISTRY as DEFAULT_REGISTRY
+from prometheus_client import CONTENT_TYPE_LATEST
+
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+CONTENT_TYPE = CONTENT_TYPE_LATEST.encode()
+
+REQUESTS = Counter(
+    "stackgate_requests",
+    "Requests answered, by route, backend and status class.",
+    ["route", "backend", "status_class"],
+)
+LATENCY = Histogram(
+    "stackgate_request_duration_seconds",
+    "Time from request to the end of the response, by route and backend.",
+    ["route", "backend"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+AUTH_FAILURES = Counter("stackgate_auth_failures", "Requests refused by authentication (401) or authorisation (403).", ["route", "status"])
+THROTTLED = Counter("stackgate_throttled", "Requests refused by a throttle policy (429).", ["route"])
+THROTTLE_STORE_ERRORS = Counter("stackgate_throttle_store_errors", "Requests for which the throttle storage failed.", ["route"])
+MIRROR = Counter("stackgate_mirror_results", "Shadow comparisons by result (match, mismatch, error, skipped).", ["route", "result"])
+BACKEND_BUSY = Gauge("stackgate_backend_busy", "Requests holding or waiting for a backend's threads.", ["backend"], multiprocess_mode="livesum")
+BACKEND_THREADS = Gauge("stackgate_backend_threads", "Worker threads of a WSGI backend's pool.", ["backend"], multiprocess_mode="livesum")
+BACKEND_REJECTED = Counter("stackgate_backend_rejected", "Requests a backend refused: pool full (503) or too slow (504).", ["backend", "reason"])
+RELOADS = Counter("stackgate_config_reloads", "Config reloads by result (applied, invalid, restart_required).", ["result"])
+
+_request_children: dict[tuple[str, str, str], Any] = {}
+_latency_children: dict[tuple[str, str], Any] = {}
+_STATUS_CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+
+
+def observe_request(route: str, backend: str, status: int, seconds: float) -> None:
+    status_class = _STATUS_CLASS.get(status // 100, "other")
+    key = (route, backend, status_class)
+    child = _request_children.get(key)
+    if child is None:
+        child = _request_children[key] = REQUESTS.labels(route, backend, status_class)
+    child.inc()
+    lkey = (route, backend)
+    lchild = _latency_children.get(lkey)
+    if lchild is None:
+        lchild = _latency_children[lkey] = LATENCY.labels(route, backend)
+    lchild.observe(seconds)
+
+
+def registry() -> Any:
+    if MULTIPROCESS:
+        from prometheus_client import multiprocess
+
+        collecting = CollectorRegistry()
+        multiprocess.MultiProcessCollector(collecting)
+        return collecting
+    return DEFAULT_REGISTRY
+
+
+def exposition() -> bytes:
+    return generate_latest(registry())
+
+
+def samples(name: str) -> Iterable[Any]:
+    """Every sample of one metric family (summed over workers)."""
+    for family in registry().collect():
+        if family.name == name:
+            yield from family.samples
+
+
+def totals() -> dict[str, Any]:
+    """Request counts by backend and status class, and the refusal counters."""
+    by_backend: dict[str, dict[str, float]] = {}
+    requests = throttled = auth_failures = 0.0
+    mirror: dict[str, float] = {"matches": 0, "mismatches": 0}
+    for family in registry().collect():
+        if family.name == "stackgate_requests":
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    entry = by_backend.setdefault(sample.labels["backend"], {"requests": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0})
+                    entry["requests"] += sample.value
+                    entry[sample.labels["status_class"]] = entry.get(sample.labels["status_class"], 0) + sample.value
+                    requests += sample.value
+        elif family.name == "stackgate_throttled":
+            throttled += sum(s.value for s in family.samples if s.name.endswith("_total"))
+        elif family.name == "stackgate_auth_failures":
+            auth_failures += sum(s.value for s in family.samples if s.name.endswith("_total"))
+        elif family.name == "stackgate_mirror_results":
+            for s in family.samples:
+                if s.name.endswith("_total") and s.labels["result"] in ("match", "mismatch"):
+                    mirror[s.labels["result"] + "es"] += s.value
+    return {
+        "requests": int(requests),
+        "by_backend": {name: {k: int(v) for k, v in entry.items()} for name, entry in by_backend.items()},
+        "throttled": int(throttled),
+        "auth_failures": int(auth_failures),
+        "mirror": {k: int(v) for k, v in mirror.items()},
+    }
+
+
+def mark_process_dead(pid: int) -> None:
+    if MULTIPROCESS:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)

@@ -1,0 +1,209 @@
+"""Shadow comparison: replay a safe request on the backend that did not serve it, and compare.
+
+The client's response is sent first and never changed; the copy runs in the
+background afterwards, as the same identity, and only for GET and HEAD (a
+write never runs twice). Status and body are compared — JSON bodies as data,
+with ``mirror_ignore`` keys left out at any depth — and every mismatch is kept
+with a readable diff (the last ``[split].mirror_keep`` per route). Mirroring
+pauses by itself while the other backend's pool is saturated, and at most one
+copy per route and backend is in flight at a time, which bounds its cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import json
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from gateway.types import Receive, Scope, Send
+
+logger = logging.getLogger("stackgate.mirror")
+
+
+@dataclass
+class RouteMirrorStats:
+    matches: int = 0
+    mismatches: int = 0
+    errors: int = 0
+    skipped: int = 0
+    recent: deque = field(default_factory=lambda: deque(maxlen=50))
+
+    def as_dict(self) -> dict[str, Any]:
+        compared = self.matches + self.mismatches
+        return {
+            "matches": self.matches,
+            "mismatches": self.mismatches,
+            "errors": self.errors,
+            "skipped": self.skipped,
+            "match_rate": round(self.matches / compared, 4) if compared else None,
+            "recent_mismatches": list(self.recent),
+        }
+
+
+class MirrorRegistry(dict):
+    """Route label -> RouteMirrorStats; lives in the runtime, so it survives reloads."""
+
+    def for_route(self, label: str, keep: int) -> RouteMirrorStats:
+        stats = self.get(label)
+        if stats is None:
+            stats = self[label] = RouteMirrorStats()
+        if stats.recent.maxlen != keep:
+            stats.recent = deque(stats.recent, maxlen=keep)
+        return stats
+
+
+@dataclass
+class _Captured:
+    status: int = 0
+    content_type: bytes = b""
+    body: bytearray = field(default_factory=bytearray)
+    too_big: bool = False
+
+
+def _strip(value: Any, ignore: frozenset[str]) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip(v, ignore) for k, v in value.items() if k not in ignore}
+    if isinstance(value, list):
+        return [_strip(v, ignore) for v in value]
+    return value
+
+
+def _normalise(captured: _Captured, ignore: frozenset[str]) -> Any:
+    if b"json" in captured.content_type:
+        try:
+            return _strip(json.loads(bytes(captured.body)), ignore)
+        except ValueError:
+            pass
+    return bytes(captured.body).decode("utf-8", "replace")
+
+
+def _render(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return value.splitlines()
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False).splitlines()
+
+
+class Mirror:
+    def __init__(self, route: Any, backends: dict[bytes, Any], stats: RouteMirrorStats, max_body: int) -> None:
+        self.route_label = route.label
+        self.backends = backends
+        self.ignore = frozenset(route.mirror_ignore)
+        self.stats = stats
+        self.max_body = max_body
+        self.in_flight: set[bytes] = set()
+        self.tasks: set[asyncio.Task] = set()
+
+    async def __call__(
+        self, scope: Scope, receive: Receive, send: Send, name: bytes, backend: Any, extra: list[tuple[bytes, bytes]]
+    ) -> None:
+        primary = _Captured()
+
+        async def capture(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                primary.status = message["status"]
+                primary.content_type = _content_type(message.get("headers", ()))
+                if extra:
+                    message["headers"] = [*message.get("headers", ()), *extra]
+            elif message["type"] == "http.response.body" and not primary.too_big:
+                primary.body += message.get("body", b"")
+                if len(primary.body) > self.max_body:
+                    primary.too_big = True
+                    primary.body = bytearray()
+            await send(message)
+
+        shadow_scope = dict(scope)
+        await backend(scope, receive, capture)
+        if primary.too_big or primary.status == 0:
+            return
+        for other_name, other in self.backends.items():
+            if other_name == name:
+                continue
+            if other_name in self.in_flight or getattr(other, "saturated", False):
+                self.stats.skipped += 1
+                continue
+            self.in_flight.add(other_name)
+            task = asyncio.ensure_future(self._shadow(shadow_scope, name, primary, other_name, other))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _shadow(self, scope: Scope, served: bytes, primary: _Captured, name: bytes, backend: Any) -> None:
+        shadow = _Captured()
+        done = asyncio.Event()
+        sent_body = False
+
+        async def receive() -> dict:
+            nonlocal sent_body
+            if not sent_body:
+                sent_body = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await done.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                shadow.status = message["status"]
+                shadow.content_type = _content_type(message.get("headers", ()))
+            elif message["type"] == "http.response.body" and not shadow.too_big:
+                shadow.body += message.get("body", b"")
+                if len(shadow.body) > self.max_body:
+                    shadow.too_big = True
+
+        started = time.perf_counter()
+        try:
+            await backend(dict(scope, headers=list(scope["headers"])), receive, send)
+        except Exception as exc:
+            self.stats.errors += 1
+            logger.warning("mirror request to %s failed: %r", name.decode(), exc)
+            return
+        finally:
+            done.set()
+            self.in_flight.discard(name)
+        if shadow.too_big:
+            self.stats.skipped += 1
+            return
+        self._compare(scope, served, primary, name, shadow, time.perf_counter() - started)
+
+    def _compare(self, scope: Scope, served: bytes, primary: _Captured, name: bytes, shadow: _Captured, seconds: float) -> None:
+        a, b = _normalise(primary, self.ignore), _normalise(shadow, self.ignore)
+        if primary.status == shadow.status and a == b:
+            self.stats.matches += 1
+            return
+        self.stats.mismatches += 1
+        served_name, other_name = served.decode(), name.decode()
+        diff = list(
+            difflib.unified_diff(
+                [f"status: {primary.status}", *_render(a)],
+                [f"status: {shadow.status}", *_render(b)],
+                fromfile=served_name,
+                tofile=other_name,
+                lineterm="",
+                n=2,
+            )
+        )
+        query = scope.get("query_string", b"").decode("latin1")
+        self.stats.recent.append(
+            {
+                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "request_id": scope.get("stackgate.request_id"),
+                "method": scope["method"],
+                "path": scope["path"] + (f"?{query}" if query else ""),
+                "identity": scope.get("stackgate.identity"),
+                "served_by": served_name,
+                "compared_with": other_name,
+                "status": [primary.status, shadow.status],
+                "diff": "\n".join(diff),
+                "shadow_ms": round(seconds * 1000, 2),
+            }
+        )
+
+
+def _content_type(headers: Any) -> bytes:
+    for name, value in headers:
+        if name == b"content-type":
+            return value
+    return b""

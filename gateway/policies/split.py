@@ -1,0 +1,156 @@
+"""A/B routing: a weighted, sticky split of one route between backends.
+
+Config::
+
+    [split]
+    override_roles = ["tester"]     # who may pick a backend with X-Stackgate-Backend
+
+    [[routes]]
+    prefix = "/v1"
+    split = { django = 90, flask = 10 }
+    mirror = true                   # compare the other backend's answer (safe methods only)
+
+Stickiness needs no shared state: the backend is chosen by weighted
+rendezvous hashing of the route and the client's sticky key (the consumer id,
+or for anonymous clients the ``stackgate_variant`` cookie the gateway sets),
+so every worker and every gateway process chooses alike, and a weight change
+moves only the clients that must move — raising one backend's weight only
+moves clients *to* it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import secrets
+from typing import Any, Optional
+
+from pydantic import Field, field_validator
+
+from gateway import headers as H
+from gateway.schema import Schema
+from gateway.types import Receive, Scope, Send
+
+COOKIE = "stackgate_variant"
+COOKIE_MAX_AGE = 30 * 24 * 3600
+_COOKIE_BYTES = COOKIE.encode() + b"="
+
+
+class SplitSettings(Schema):
+    """The ``[split]`` table."""
+
+    override_roles: list[str] = []
+    """Roles whose ``X-Stackgate-Backend`` header picks the backend; ignored for everyone else."""
+    mirror_max_body: int = Field(1 << 20, ge=1024)
+    """Responses larger than this are not compared."""
+    mirror_keep: int = Field(50, ge=1, le=10_000)
+    """How many recent mismatches each route keeps for ``/_stackgate/mirror``."""
+
+
+class RouteSplitFields(Schema):
+    """Route-level keys of the split policy."""
+
+    split: Optional[dict[str, int]] = None
+    """Backend name -> positive weight; replaces ``backend``."""
+    mirror: bool = False
+    """Send safe requests (GET, HEAD) to the backend that did not serve them too, and compare."""
+    mirror_ignore: list[str] = []
+    """JSON keys left out of the comparison at any depth (e.g. ``updated_at``)."""
+    hide_served_by: bool = False
+    """Leave out the ``X-Served-By`` response header."""
+
+    @field_validator("split")
+    @classmethod
+    def _split(cls, value: Optional[dict[str, int]]) -> Optional[dict[str, int]]:
+        if value is not None:
+            if len(value) < 2:
+                raise ValueError("needs at least two backends, e.g. { django = 90, flask = 10 }")
+            for name, weight in value.items():
+                if isinstance(weight, bool) or not isinstance(weight, int) or weight < 1:
+                    raise ValueError(f'the weight of "{name}" must be a positive whole number')
+        return value
+
+
+def _unit(route: bytes, key: bytes, backend: bytes) -> float:
+    """A uniform number in (0, 1) from the hash of (route, key, backend)."""
+    digest = hashlib.blake2b(route + b"\x00" + key + b"\x00" + backend, digest_size=8).digest()
+    return (int.from_bytes(digest, "big") + 0.5) / 2**64
+
+
+def choose(route: bytes, key: bytes, weights: list[tuple[bytes, float]]) -> bytes:
+    """Weighted rendezvous hashing: the backend with the highest ``-w / ln(u)`` wins."""
+    best, best_score = weights[0][0], -math.inf
+    for backend, weight in weights:
+        score = -weight / math.log(_unit(route, key, backend))
+        if score > best_score:
+            best, best_score = backend, score
+    return best
+
+
+def _cookie(headers: list[tuple[bytes, bytes]]) -> Optional[bytes]:
+    for name, value in headers:
+        if name == b"cookie" and _COOKIE_BYTES in value:
+            for part in value.split(b";"):
+                part = part.strip()
+                if part.startswith(_COOKIE_BYTES):
+                    token = part[len(_COOKIE_BYTES) :]
+                    if 8 <= len(token) <= 64 and token.isalnum():
+                        return token
+    return None
+
+
+class Split:
+    """The ASGI handler of a split route: choose, mark, and (optionally) mirror."""
+
+    def __init__(self, route: Any, backends: dict[str, Any], settings: SplitSettings, mirror: Any = None) -> None:
+        self.route_key = route.label.encode()
+        self.backends = {name.encode(): backends[name] for name in route.split}
+        self.weights = [(name.encode(), float(weight)) for name, weight in route.split.items()]
+        self.override_roles = frozenset(settings.override_roles)
+        self.served_by = not route.hide_served_by
+        self.mirror = mirror
+
+    def pick(self, scope: Scope) -> tuple[bytes, Optional[bytes]]:
+        """(backend name, new cookie token to set or None)."""
+        headers = scope["headers"]
+        if self.override_roles and self.override_roles.intersection(scope.get("stackgate.roles") or ()):
+            wanted = scope.get("stackgate.override")
+            if wanted in self.backends:
+                return wanted, None
+        identity = scope.get("stackgate.identity")
+        if identity:
+            return choose(self.route_key, b"c:" + identity.encode(), self.weights), None
+        token = _cookie(headers)
+        new = None
+        if token is None:
+            token = new = secrets.token_hex(16).encode()
+        return choose(self.route_key, b"a:" + token, self.weights), new
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        name, new_cookie = self.pick(scope)
+        extra: list[tuple[bytes, bytes]] = []
+        if self.served_by:
+            extra.append((H.SERVED_BY, name))
+        if new_cookie is not None:
+            extra.append(
+                (
+                    b"set-cookie",
+                    b"%s=%s; Path=/; Max-Age=%d; HttpOnly; SameSite=Lax" % (COOKIE.encode(), new_cookie, COOKIE_MAX_AGE),
+                )
+            )
+        scope["stackgate.backend"] = name.decode()
+        backend = self.backends[name]
+
+        if self.mirror is not None and scope["method"] in ("GET", "HEAD"):
+            await self.mirror(scope, receive, send, name, backend, extra)
+            return
+
+        if extra:
+            inner = send
+
+            async def send(message: dict) -> None:  # noqa: F811 - wrap only when needed
+                if message["type"] == "http.response.start":
+                    message["headers"] = [*message.get("headers", ()), *extra]
+                await inner(message)
+
+        await backend(scope, receive, send)

@@ -1,0 +1,328 @@
+"""Throttling with the ``limits`` library: exact on one worker, many workers and many hosts.
+
+Config::
+
+    [throttle]
+    storage = "memory://"            # or "redis://127.0.0.1:6379/0" for several workers/hosts
+    strategy = "sliding-window-counter"
+    on_store_error = "allow"         # or "deny"
+
+    [throttle.policies.standard]
+    rates = ["100/minute", "5000/day"]      # authenticated consumers
+    anonymous = ["20/minute"]               # clients without identity, keyed by IP
+    roles = { premium = ["1000/minute"] }   # overrides, first matching role wins
+    consumers = { bob = ["10/minute"] }     # overrides, win over roles
+
+    [[routes]]
+    throttle = "standard"
+
+A policy's counters are shared by every route that names it (a policy is one
+quota). Authenticated clients are keyed by consumer id; anonymous ones by the
+client address (``[gateway].trusted_proxies`` decides when
+``X-Forwarded-For`` is believed; IPv6 clients are keyed by their /64).
+Responses of a throttled route carry ``RateLimit-Policy`` and ``RateLimit``
+(draft-ietf-httpapi-ratelimit-headers); a refusal is a 429 with
+``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Literal, Optional
+
+import limits
+from limits.aio import strategies
+from limits.aio.storage import MemoryStorage, Storage
+from pydantic import Field, field_validator
+
+from gateway import metrics
+from gateway.errors import GatewayError
+from gateway.schema import Schema
+from gateway.types import Receive, Scope, Send
+
+logger = logging.getLogger("stackgate.throttle")
+
+RATE_FORM = 'must be a rate such as "100/minute", "10/second", "5000/day" or "30/hour"'
+STRATEGIES = {
+    "sliding-window-counter": strategies.SlidingWindowCounterRateLimiter,
+    "moving-window": strategies.MovingWindowRateLimiter,
+    "fixed-window": strategies.FixedWindowRateLimiter,
+}
+STORE_RETRY_SECONDS = 1.0
+REDIS_TIMEOUT_SECONDS = 0.5
+
+
+def parse_rate(value: str) -> limits.RateLimitItem:
+    if not isinstance(value, str) or "/" not in value:
+        raise ValueError(RATE_FORM)
+    try:
+        items = limits.parse_many(value)
+    except ValueError:
+        raise ValueError(RATE_FORM) from None
+    if len(items) != 1 or items[0].amount < 1:
+        raise ValueError(RATE_FORM)
+    return items[0]
+
+
+def _rates(values: list[str]) -> list[str]:
+    if not values:
+        raise ValueError("must list at least one rate")
+    for value in values:
+        parse_rate(value)
+    return values
+
+
+class ThrottlePolicyConfig(Schema):
+    """One ``[throttle.policies.NAME]`` table."""
+
+    rates: list[str]
+    """Rates for authenticated consumers, DRF style ("100/minute"); all must hold."""
+    anonymous: Optional[list[str]] = None
+    """Rates for clients without identity (keyed by IP); default: ``rates``."""
+    roles: dict[str, list[str]] = {}
+    """Role -> rates; the first role (in this table's order) the consumer has wins."""
+    consumers: dict[str, list[str]] = {}
+    """Consumer id -> rates; wins over ``roles``."""
+
+    @field_validator("rates")
+    @classmethod
+    def _check_rates(cls, value: list[str]) -> list[str]:
+        return _rates(value)
+
+    @field_validator("anonymous")
+    @classmethod
+    def _anonymous(cls, value: Optional[list[str]]) -> Optional[list[str]]:
+        return None if value is None else _rates(value)
+
+    @field_validator("roles", "consumers")
+    @classmethod
+    def _overrides(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for rates in value.values():
+            _rates(rates)
+        return value
+
+
+class ThrottleSettings(Schema):
+    """The ``[throttle]`` table."""
+
+    storage: str = "memory://"
+    """``memory://`` (one process) or ``redis://host:port/db`` / ``rediss://…`` (shared)."""
+    strategy: Literal["sliding-window-counter", "moving-window", "fixed-window"] = "sliding-window-counter"
+    """How windows are counted (see the limits library)."""
+    on_store_error: Literal["allow", "deny"] = "allow"
+    """What happens to requests while the storage cannot be reached."""
+    max_keys: int = Field(100_000, ge=100)
+    """Memory storage only: counters kept at most; the soonest-expiring are dropped beyond."""
+    key_prefix: str = "stackgate"
+    """Prefix of every key in a shared storage."""
+    policies: dict[str, ThrottlePolicyConfig] = {}
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, value: str) -> str:
+        if value != "memory://" and not value.startswith(("redis://", "rediss://", "redis+unix://")):
+            raise ValueError('must be "memory://" or a Redis URL such as "redis://127.0.0.1:6379/0"')
+        return value
+
+
+class RouteThrottleFields(Schema):
+    """Route-level keys of the throttle policy."""
+
+    throttle: Optional[str] = None
+    """Name of a ``[throttle.policies.NAME]`` table applied to this route."""
+
+
+class BoundedMemoryStorage(MemoryStorage):
+    """limits' memory storage with a cap on keys and a scan at most once a second.
+
+    Upstream rescans every key whenever its last scan finished, so many keys
+    cost CPU on every request; and nothing bounds the number of keys.
+    """
+
+    def __init__(self, max_keys: int) -> None:
+        super().__init__("async+memory://")
+        self.max_keys = max_keys
+        self._last_scan = 0.0
+
+    async def _MemoryStorage__schedule_expiry(self) -> None:  # name-mangled upstream hook
+        now = time.monotonic()
+        if now - self._last_scan >= 1.0 or len(self.storage) + len(self.events) > self.max_keys:
+            self._last_scan = now
+            await self._MemoryStorage__expire_events()
+            self._evict()
+
+    def _evict(self) -> None:
+        excess = len(self.expirations) - self.max_keys
+        if excess > 0:
+            for key, _ in sorted(self.expirations.items(), key=lambda kv: kv[1])[:excess]:
+                self.storage.pop(key, None)
+                self.expirations.pop(key, None)
+                self.locks.pop(key, None)
+        excess = len(self.events) - self.max_keys
+        if excess > 0:
+            for key in sorted(self.events, key=lambda k: self.events[k][0].expiry if self.events[k] else 0)[:excess]:
+                self.events.pop(key, None)
+                self.locks.pop(key, None)
+
+
+def build_storage(settings: ThrottleSettings) -> Storage:
+    if settings.storage == "memory://":
+        return BoundedMemoryStorage(settings.max_keys)
+    from limits.aio.storage import RedisStorage
+
+    return RedisStorage(
+        "async+" + settings.storage,
+        implementation="redispy",
+        key_prefix=settings.key_prefix,
+        wrap_exceptions=True,
+        socket_timeout=REDIS_TIMEOUT_SECONDS,
+        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+    )
+
+
+class Limiter:
+    """One storage and strategy, kept across reloads while the storage settings stay the same."""
+
+    def __init__(self, settings: ThrottleSettings) -> None:
+        self.settings_key = (settings.storage, settings.strategy, settings.max_keys, settings.key_prefix)
+        self.storage = build_storage(settings)
+        self.strategy = STRATEGIES[settings.strategy](self.storage)
+        self.down_until = 0.0
+        self.store_errors = 0
+
+    async def healthy(self) -> bool:
+        try:
+            return bool(await self.storage.check())
+        except Exception:
+            return False
+
+
+@dataclass(frozen=True)
+class _RateSet:
+    items: tuple[limits.RateLimitItem, ...]
+    names: tuple[bytes, ...]
+    policy_header: bytes
+
+
+def _rate_set(policy: str, rates: list[str]) -> _RateSet:
+    items = tuple(parse_rate(r) for r in rates)
+    names = tuple(f'"{policy}-{i}"'.encode() for i in range(len(items)))
+    header = ", ".join(f"{name.decode()};q={item.amount};w={item.get_expiry()}" for name, item in zip(names, items))
+    return _RateSet(items, names, header.encode())
+
+
+def client_key(scope: Scope) -> str:
+    client = scope.get("client")
+    host = client[0] if client else "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return "ip:" + host
+    if address.version == 6 and not address.ipv4_mapped:
+        return "ip6:" + str(ipaddress.ip_network(f"{address}/64", strict=False).network_address)
+    return "ip:" + str(address.ipv4_mapped or address)
+
+
+class Throttle:
+    """The ASGI handler of one route's throttle policy."""
+
+    def __init__(self, app: Any, name: str, config: ThrottlePolicyConfig, limiter: Limiter, on_store_error: str) -> None:
+        self.app = app
+        self.name = name
+        self.limiter = limiter
+        self.deny_on_error = on_store_error == "deny"
+        self.default = _rate_set(name, config.rates)
+        self.anonymous = _rate_set(name, config.anonymous) if config.anonymous else self.default
+        self.roles = [(role, _rate_set(name, rates)) for role, rates in config.roles.items()]
+        self.consumers = {consumer: _rate_set(name, rates) for consumer, rates in config.consumers.items()}
+
+    def _select(self, scope: Scope) -> tuple[_RateSet, str]:
+        identity = scope.get("stackgate.identity")
+        if not identity:
+            return self.anonymous, client_key(scope)
+        chosen = self.consumers.get(identity)
+        if chosen is None:
+            roles = scope.get("stackgate.roles") or ()
+            chosen = next((rates for role, rates in self.roles if role in roles), self.default)
+        return chosen, "c:" + identity
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        rates, key = self._select(scope)
+        headers = await self._check(rates, key)
+        if headers is None:  # storage down and configured to allow
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *headers]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+    async def _check(self, rates: _RateSet, key: str) -> Optional[list[tuple[bytes, bytes]]]:
+        limiter = self.limiter
+        if limiter.down_until > time.monotonic():
+            return self._store_unavailable()
+        try:
+            states = []
+            refused = None
+            for item, name in zip(rates.items, rates.names):
+                allowed = await limiter.strategy.hit(item, self.name, key)
+                reset, remaining = await limiter.strategy.get_window_stats(item, self.name, key)
+                states.append((name, remaining, reset))
+                if not allowed:
+                    refused = reset
+                    break
+        except Exception as exc:
+            limiter.store_errors += 1
+            metrics.THROTTLE_STORE_ERRORS.labels(self.name).inc()
+            limiter.down_until = time.monotonic() + STORE_RETRY_SECONDS
+            logger.warning("throttle storage failed: %s; %s requests for %s s", exc, "denying" if self.deny_on_error else "allowing", STORE_RETRY_SECONDS)
+            return self._store_unavailable()
+
+        now = time.time()
+        headers = [
+            (b"ratelimit-policy", rates.policy_header),
+            (b"ratelimit", b", ".join(b"%s;r=%d;t=%d" % (n, r, max(0, math.ceil(t - now))) for n, r, t in states)),
+        ]
+        if refused is not None:
+            retry_after = str(max(1, math.ceil(refused - now))).encode()
+            raise GatewayError(
+                429,
+                "rate_limited",
+                f"Rate limit exceeded; retry in {retry_after.decode()} seconds.",
+                [*headers, (b"retry-after", retry_after)],
+            )
+        return headers
+
+    def _store_unavailable(self) -> None:
+        if self.deny_on_error:
+            raise GatewayError(
+                503,
+                "throttle_unavailable",
+                "The rate-limit store is unavailable; retry shortly.",
+                [(b"retry-after", b"1")],
+            )
+        return None
+
+
+def limiter_for(settings: ThrottleSettings, runtime: dict) -> Limiter:
+    """The process's limiter: reused across reloads unless the storage settings changed."""
+    limiter: Optional[Limiter] = runtime.get("throttle")
+    key = (settings.storage, settings.strategy, settings.max_keys, settings.key_prefix)
+    if limiter is None or limiter.settings_key != key:
+        limiter = runtime["throttle"] = Limiter(settings)
+    return limiter
+
+
+def wrap(app: Any, route: Any, config: Any, runtime: dict) -> Any:
+    name = getattr(route, "throttle", None)
+    if name is None:
+        return app
+    settings: ThrottleSettings = config.throttle
+    return Throttle(app, name, settings.policies[name], limiter_for(settings, runtime), settings.on_store_error)
