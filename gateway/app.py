@@ -49,6 +49,7 @@ class State:
 def compile_state(config: Config, backends: dict[str, Any], runtime: Runtime, handler: Any) -> State:
     routes: list[Route] = []
     version_prefix = {r.version: r.prefix for r in config.routes if r.version is not None}
+    runtime["backends"] = backends
     for route_config in config.routes:
         request_headers: list[tuple[bytes, bytes]] = []
         response_headers: tuple[tuple[bytes, bytes], ...] = ()
@@ -60,8 +61,8 @@ def compile_state(config: Config, backends: dict[str, Any], runtime: Runtime, ha
         routes.append(
             Route(
                 config=route_config,
-                backend=backends[route_config.backend],
-                handler=build_chain(backends[route_config.backend], route_config, config, runtime),
+                backend=backends.get(route_config.backend),
+                handler=build_chain(backends.get(route_config.backend), route_config, config, runtime),
                 root_path=route_config.prefix if route_config.strip_prefix and route_config.prefix != "/" else "",
                 methods=frozenset(route_config.methods) if route_config.methods else None,
                 hosts=tuple(route_config.hosts) if route_config.hosts else None,
@@ -162,6 +163,13 @@ class Gateway:
             checks["throttle_store"] = {"ok": await limiter.healthy(), "storage": limiter.settings_key[0].split("@")[-1]}
         return checks
 
+    async def require_admin(self, scope: Scope) -> None:
+        """401/403 unless the request carries credentials of a consumer with an admin role."""
+        from gateway.policies.auth import require
+
+        config = self.state.config
+        await require(scope, config, config.gateway.admin_roles)
+
     def status(self) -> dict[str, Any]:
         config = self.state.config
         last = self.reloader.last if self.reloader else {"ok": True, "version": config.digest, "message": "not watching", "problems": []}
@@ -249,6 +257,9 @@ class Gateway:
             child["headers"] = [*H.inbound(raw_headers), (H.REQUEST_ID, rid), *route.extra_request_headers]
             child["stackgate.max_body_size"] = limit
             child["stackgate.request_id"] = request_id
+            override = H.get(raw_headers, H.BACKEND_OVERRIDE)
+            if override is not None:
+                child["stackgate.override"] = override
             await route.handler(child, receive, send_out)
         except GatewayError as exc:
             if response_started:

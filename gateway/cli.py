@@ -1,4 +1,4 @@
-"""``stackgate``: run the gateway, check and show a config, migrate the database.
+"""``stackgate``: run the gateway, check and show a config, make credentials, migrate the database.
 
 A thin layer: every verb calls into the package.
 """
@@ -6,12 +6,15 @@ A thin layer: every verb calls into the package.
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from gateway.config import DEFAULT_PATH, Config, ConfigError, load_config
+from gateway.config import _NAME, DEFAULT_PATH, Config, ConfigError, load_config
 
 
 def _load(path: str) -> Optional[Config]:
@@ -54,6 +57,45 @@ def cmd_routes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _consumer_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise argparse.ArgumentTypeError(f'"{name}" is not a consumer name: a letter, then letters, digits, "_" or "-"')
+    return name
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """``keys new NAME``: a fresh API key on stdout (once), then the line for ``[consumers.NAME]``."""
+    from gateway.policies.auth import apikey
+
+    key = apikey.new_key()
+    print(key)
+    print(f"{apikey.config_line(key)}   # in [consumers.{args.consumer}]")
+    print(
+        f"The first line is the key for {args.consumer}: it is shown only this once; config.toml keeps only its hash.\n"
+        f"Add the hash to the api_keys list of [consumers.{args.consumer}] (keep any other keys it has).",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_password(args: argparse.Namespace) -> int:
+    """``password NAME``: the argon2 hash line for ``[consumers.NAME]``; the password from stdin or a prompt."""
+    from gateway.policies.auth import basic
+
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"Password for {args.consumer}: ")
+        if getpass.getpass("Again: ") != password:
+            print("The passwords differ; nothing printed.", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        print("The password is empty; nothing printed.", file=sys.stderr)
+        return 1
+    print(f"{basic.config_line(password)}   # in [consumers.{args.consumer}]")
+    return 0
+
+
 def migrate(verbosity: int = 1) -> None:
     """Apply Django's migrations: they own the schema both stacks use."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backends.django_site.settings")
@@ -79,6 +121,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     os.environ["STACKGATE_CONFIG"] = path
     os.environ["STACKGATE_LOG_LEVEL"] = args.log_level
     os.environ.pop("SCRIPT_NAME", None)  # a2wsgi would apply it to every mount
+    metrics_dir = None
+    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Every worker writes its samples here; any worker answers /_stackgate/metrics with the sum.
+        metrics_dir = tempfile.mkdtemp(prefix="stackgate-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     if not os.environ.get("DATABASE_URL"):
         migrate(verbosity=0)  # the embedded SQLite default works on the first request
     uvicorn.run(
@@ -94,6 +141,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         http="gateway.server:HttpProtocol",
         timeout_graceful_shutdown=args.graceful_timeout,
     )
+    if metrics_dir:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 
@@ -102,6 +151,8 @@ VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
     "check": cmd_check,
     "routes": cmd_routes,
     "migrate": cmd_migrate,
+    "keys": cmd_keys,
+    "password": cmd_password,
 }
 
 
@@ -125,6 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     mig = verbs.add_parser("migrate", help="apply the database schema (Django migrations)")
     mig.add_argument("--verbosity", type=int, default=1)
+
+    keys = verbs.add_parser("keys", help="make API keys")
+    key_actions = keys.add_subparsers(dest="action", required=True, metavar="{new}")
+    new = key_actions.add_parser("new", help="print a fresh API key and the line for config.toml")
+    new.add_argument("consumer", type=_consumer_name, help="the consumer the key is for")
+
+    password = verbs.add_parser("password", help="hash a password (stdin, or a prompt) for config.toml")
+    password.add_argument("consumer", type=_consumer_name, help="the consumer the password is for")
     return parser
 
 

@@ -11,19 +11,24 @@ import hashlib
 import os
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from pydantic import Field, ValidationError, field_validator
 
 from gateway.backends import KINDS
+from gateway.policies.auth import AuthSettings, ConsumerConfig
+from gateway.policies.auth import check as check_auth
+from gateway.policies.auth import resolve as resolve_auth
+from gateway.policies.split import SplitSettings
+from gateway.policies.throttle import ThrottleSettings
 from gateway.policies.versions import VersionConfig
 from gateway.routing import RouteConfig
 from gateway.schema import ByteSize, Schema
 
 DEFAULT_PATH = "config.toml"
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 
 
@@ -42,6 +47,8 @@ class GatewaySettings(Schema):
     """Peers (IPs or CIDRs) whose ``X-Forwarded-For``/``-Proto`` are believed."""
     max_body_size: ByteSize = 10 << 20
     """Largest request body accepted (413 beyond), chunked bodies included."""
+    admin_roles: list[str] = ["admin"]
+    """Roles that may use the dashboard and the /_stackgate/ status, stats and mirror endpoints."""
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -63,6 +70,10 @@ class Config(Schema):
     backends: dict[str, Any] = Field(default_factory=dict)
     versions: dict[str, VersionConfig] = Field(default_factory=dict)
     routes: list[RouteConfig] = Field(default_factory=list)
+    auth: AuthSettings = AuthSettings()
+    consumers: dict[str, ConsumerConfig] = Field(default_factory=dict)
+    throttle: ThrottleSettings = ThrottleSettings()
+    split: SplitSettings = SplitSettings()
     source: str = "<memory>"
     digest: str = ""
 
@@ -74,9 +85,13 @@ class Config(Schema):
 class _Problems:
     source: str
     items: list[str]
+    unresolved: set[str] = field(default_factory=set)
+    """Key paths whose ``${NAME}`` is unset: that is their one problem."""
 
     def add(self, loc: Iterable[Any], message: str) -> None:
-        self.items.append(f"{self.source}: {format_loc(loc) or '(top level)'}: {message}")
+        path = format_loc(loc)
+        if path not in self.unresolved:
+            self.items.append(f"{self.source}: {path or '(top level)'}: {message}")
 
 
 def format_loc(loc: Iterable[Any]) -> str:
@@ -126,7 +141,10 @@ def parse_config(raw: bytes, source: str = "<memory>", environ: Optional[dict[st
 
 
 def _interpolate(value: Any, loc: tuple, environ: dict[str, str], problems: _Problems) -> Any:
-    """Replace ``${NAME}`` in strings with environment variables (``$${`` is a literal ``${``)."""
+    """Replace ``${NAME}`` in strings with environment variables (``$${`` is a literal ``${``).
+
+    ``${NAME:-default}`` gives ``default`` when NAME is unset or empty (as in a shell).
+    """
     if isinstance(value, dict):
         return {k: _interpolate(v, (*loc, k), environ, problems) for k, v in value.items()}
     if isinstance(value, list):
@@ -134,9 +152,12 @@ def _interpolate(value: Any, loc: tuple, environ: dict[str, str], problems: _Pro
     if isinstance(value, str) and "${" in value:
 
         def replace(match: re.Match) -> str:
-            name = match.group(1)
+            name, default = match.group(1), match.group(2)
+            if default is not None and not environ.get(name):
+                return default
             if name not in environ:
                 problems.add(loc, f"environment variable {name} is not set (referenced as ${{{name}}})")
+                problems.unresolved.add(format_loc(loc))
                 return ""
             return environ[name]
 
@@ -166,23 +187,43 @@ def _validate(data: dict, problems: _Problems) -> Optional[Config]:
         problems.add(("routes",), "must be an array of [[routes]] tables")
         routes_raw = []
     routes = [_model(RouteConfig, table, ("routes", i), problems) for i, table in enumerate(routes_raw)]
-    if problems.items or gateway is None:
+    auth = _model(AuthSettings, data.get("auth", {}), ("auth",), problems, {"config_dir": Path(problems.source).parent})
+    consumers = {
+        name: cfg
+        for name, table in _table_of_tables(data, "consumers", problems).items()
+        if (cfg := _model(ConsumerConfig, table, ("consumers", name), problems, {"name": name})) is not None
+    }
+    consumers_raw = data.get("consumers", {})
+    check_auth(auth, consumers, isinstance(consumers_raw, dict) and len(consumers) == len(consumers_raw), routes, problems.add)
+    throttle = _model(ThrottleSettings, data.get("throttle", {}), ("throttle",), problems)
+    split = _model(SplitSettings, data.get("split", {}), ("split",), problems)
+    if problems.items or gateway is None or auth is None or throttle is None or split is None:
         _check_references(data, routes, problems)
         return None
-    config = Config(gateway=gateway, backends=backends, versions=versions, routes=routes)
+    routes = [resolve_auth(route, auth) for route in routes]
+    config = Config(
+        gateway=gateway,
+        backends=backends,
+        versions=versions,
+        routes=routes,
+        auth=auth,
+        consumers=consumers,
+        throttle=throttle,
+        split=split,
+    )
     _check_references(data, routes, problems)
     return config
 
 
-_TOP_LEVEL = ("gateway", "backends", "versions", "routes")
+_TOP_LEVEL = ("gateway", "backends", "versions", "routes", "auth", "consumers", "throttle", "split")
 
 
-def _model(model: type, table: Any, loc: tuple, problems: _Problems) -> Any:
+def _model(model: type, table: Any, loc: tuple, problems: _Problems, context: Optional[dict] = None) -> Any:
     if not isinstance(table, dict):
         problems.add(loc, "must be a table")
         return None
     try:
-        return model.model_validate(table)
+        return model.model_validate(table, context=context) if context else model.model_validate(table)
     except ValidationError as exc:
         for error in exc.errors():
             problems.add((*loc, *error["loc"]), _message(error))
@@ -225,8 +266,14 @@ def _check_references(data: dict, routes: list[Optional[RouteConfig]], problems:
         if route is None:
             continue
         loc = ("routes", index)
-        if route.backend not in backends:
+        if route.backend is not None and route.backend not in backends:
             problems.add((*loc, "backend"), f'unknown backend "{route.backend}"; known: {_known(backends)}')
+        for name in route.split or ():
+            if name not in backends:
+                problems.add((*loc, "split"), f'unknown backend "{name}"; known: {_known(backends)}')
+        policies = _throttle_policies(data)
+        if route.throttle is not None and route.throttle not in policies:
+            problems.add((*loc, "throttle"), f'unknown throttle policy "{route.throttle}"; known: {_known(policies)}')
         if route.version is not None and route.version not in versions:
             problems.add((*loc, "version"), f'unknown version "{route.version}"; known: {_known(versions)}')
         key = (route.prefix, tuple(sorted(route.methods or ())), tuple(sorted(route.hosts or ())))
@@ -234,6 +281,12 @@ def _check_references(data: dict, routes: list[Optional[RouteConfig]], problems:
             problems.add((*loc, "prefix"), f"same prefix, methods and hosts as routes[{seen[key]}]; it could never match")
         else:
             seen[key] = index
+
+
+def _throttle_policies(data: dict) -> dict:
+    throttle = data.get("throttle")
+    policies = throttle.get("policies") if isinstance(throttle, dict) else None
+    return policies if isinstance(policies, dict) else {}
 
 
 def _known(names: Iterable[str]) -> str:

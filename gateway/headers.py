@@ -16,6 +16,12 @@ CONSUMER_ROLES = b"x-consumer-roles"
 AUTH_SCHEME = b"x-auth-scheme"
 SERVED_BY = b"x-served-by"
 BACKEND_OVERRIDE = b"x-stackgate-backend"
+AUTHORIZATION = b"authorization"
+API_KEY = b"x-api-key"
+WWW_AUTHENTICATE = b"www-authenticate"
+
+#: Credentials the gateway checks; removed before the backend unless a route forwards them.
+CREDENTIALS = frozenset({AUTHORIZATION, API_KEY})
 
 #: Headers only the gateway may set on the way to a backend.
 GATEWAY_SET = frozenset(
@@ -36,7 +42,7 @@ GATEWAY_SET = frozenset(
 #: Method-override headers: a backend honouring one would serve another method than the one authorised.
 METHOD_OVERRIDE = frozenset({b"x-http-method-override", b"x-http-method", b"x-method-override"})
 
-STRIPPED = GATEWAY_SET | METHOD_OVERRIDE
+STRIPPED = GATEWAY_SET | METHOD_OVERRIDE | {BACKEND_OVERRIDE}
 
 
 def inbound(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:

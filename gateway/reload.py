@@ -13,6 +13,7 @@ nothing of that edit is applied.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import signal
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("stackgate.reload")
 
 DEBOUNCE_MS = 100
+POLL_MS = 2000
 
 
 def _now() -> str:
@@ -40,6 +42,7 @@ class Reloader:
         self.gateway = gateway
         self.path = Path(path).resolve()
         self.task: Optional[asyncio.Task] = None
+        self.seen = gateway.state.config.digest
         self.last: dict[str, Any] = {
             "ok": True,
             "at": _now(),
@@ -51,6 +54,14 @@ class Reloader:
     def reload(self) -> dict[str, Any]:
         """Load the file now; apply it if valid. Returns the result (also kept in ``last``)."""
         current = self.gateway.state.config
+        try:
+            raw = self.path.read_bytes()
+        except OSError as exc:
+            raw = f"unreadable: {exc}".encode()
+        digest = hashlib.sha256(raw).hexdigest()[:12]
+        if digest == self.seen:
+            return self.last
+        self.seen = digest
         try:
             config = load_config(self.path)
         except ConfigError as exc:
@@ -89,14 +100,19 @@ class Reloader:
     async def _watch(self) -> None:
         from watchfiles import awatch
 
-        # Watch the folder: editors often replace the file rather than write it.
+        # Watch the folder: editors (and Kubernetes ConfigMaps) replace the file rather
+        # than write it. Every POLL_MS without an event the file is read anyway, which
+        # catches an edit made before the watch began and file systems without inotify.
         target = str(self.path)
         folder = os.path.dirname(target)
+        self.reload()
         async for _ in awatch(
             folder,
             watch_filter=lambda _change, changed: os.path.abspath(changed) == target,
             debounce=DEBOUNCE_MS,
             step=20,
             recursive=False,
+            rust_timeout=POLL_MS,
+            yield_on_timeout=True,
         ):
             self.reload()

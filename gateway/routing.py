@@ -11,22 +11,25 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 
 from gateway.paths import BadPath, canonical_path, valid_method
+from gateway.policies.auth.schema import RouteAuthFields
+from gateway.policies.split import RouteSplitFields
+from gateway.policies.throttle import RouteThrottleFields
 from gateway.schema import ByteSize, Schema
 
 ADMIN_PREFIX = "/_stackgate"
 _HOST = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]*[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
 
 
-class RouteConfig(Schema):
-    """One ``[[routes]]`` entry."""
+class RouteConfig(RouteAuthFields, RouteThrottleFields, RouteSplitFields, Schema):
+    """One ``[[routes]]`` entry (policies add their keys as mixins)."""
 
     prefix: str
     """Public path prefix, e.g. ``/v1``; ``/`` matches everything."""
-    backend: str
-    """Name of a ``[backends.NAME]`` table."""
+    backend: Optional[str] = None
+    """Name of a ``[backends.NAME]`` table (or give ``split``)."""
     name: Optional[str] = None
     """Label used in logs and metrics; defaults to the prefix."""
     methods: Optional[list[str]] = None
@@ -76,6 +79,12 @@ class RouteConfig(Schema):
                 if not _HOST.match(host):
                     raise ValueError(f'"{host}" is not a lower-case host name such as "api.example.com" or "*.example.com"')
         return value
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "RouteConfig":
+        if (self.backend is None) == (self.split is None):
+            raise ValueError('give either "backend" or "split", not both' if self.backend else 'needs "backend" (a backend\'s name) or "split" (backend weights)')
+        return self
 
     @property
     def label(self) -> str:

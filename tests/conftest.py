@@ -22,6 +22,7 @@ threads = 4
 [[routes]]
 prefix = "/v1"
 backend = "rec"
+auth = "none"
 """
 
 

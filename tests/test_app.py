@@ -12,6 +12,9 @@ CONFIG = """
 [gateway]
 max_body_size = "64KiB"
 
+[auth]
+default = "none"
+
 [backends.rec]
 kind = "wsgi"
 app = "tests.fixtures.wsgi_apps:recorder"

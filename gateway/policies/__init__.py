@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-CHAIN: tuple[str, ...] = ()
+CHAIN: tuple[str, ...] = ("auth", "throttle", "split")
 
 
 class Runtime(dict):

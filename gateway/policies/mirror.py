@@ -20,6 +20,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from gateway import metrics
 from gateway.types import Receive, Scope, Send
 
 logger = logging.getLogger("stackgate.mirror")
@@ -32,6 +33,13 @@ class RouteMirrorStats:
     errors: int = 0
     skipped: int = 0
     recent: deque = field(default_factory=lambda: deque(maxlen=50))
+    route: str = ""
+
+    def record(self, result: str) -> None:
+        """Count one result: ``match``, ``mismatch``, ``error`` or ``skipped``."""
+        attribute = {"match": "matches", "mismatch": "mismatches", "error": "errors", "skipped": "skipped"}[result]
+        setattr(self, attribute, getattr(self, attribute) + 1)
+        metrics.MIRROR.labels(self.route, result).inc()
 
     def as_dict(self) -> dict[str, Any]:
         compared = self.matches + self.mismatches
@@ -51,7 +59,7 @@ class MirrorRegistry(dict):
     def for_route(self, label: str, keep: int) -> RouteMirrorStats:
         stats = self.get(label)
         if stats is None:
-            stats = self[label] = RouteMirrorStats()
+            stats = self[label] = RouteMirrorStats(route=label)
         if stats.recent.maxlen != keep:
             stats.recent = deque(stats.recent, maxlen=keep)
         return stats
@@ -124,7 +132,7 @@ class Mirror:
             if other_name == name:
                 continue
             if other_name in self.in_flight or getattr(other, "saturated", False):
-                self.stats.skipped += 1
+                self.stats.record("skipped")
                 continue
             self.in_flight.add(other_name)
             task = asyncio.ensure_future(self._shadow(shadow_scope, name, primary, other_name, other))
@@ -157,23 +165,23 @@ class Mirror:
         try:
             await backend(dict(scope, headers=list(scope["headers"])), receive, send)
         except Exception as exc:
-            self.stats.errors += 1
+            self.stats.record("error")
             logger.warning("mirror request to %s failed: %r", name.decode(), exc)
             return
         finally:
             done.set()
             self.in_flight.discard(name)
         if shadow.too_big:
-            self.stats.skipped += 1
+            self.stats.record("skipped")
             return
         self._compare(scope, served, primary, name, shadow, time.perf_counter() - started)
 
     def _compare(self, scope: Scope, served: bytes, primary: _Captured, name: bytes, shadow: _Captured, seconds: float) -> None:
         a, b = _normalise(primary, self.ignore), _normalise(shadow, self.ignore)
         if primary.status == shadow.status and a == b:
-            self.stats.matches += 1
+            self.stats.record("match")
             return
-        self.stats.mismatches += 1
+        self.stats.record("mismatch")
         served_name, other_name = served.decode(), name.decode()
         diff = list(
             difflib.unified_diff(

@@ -25,7 +25,7 @@ import math
 import secrets
 from typing import Any, Optional
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from gateway import headers as H
 from gateway.schema import Schema
@@ -68,6 +68,13 @@ class RouteSplitFields(Schema):
             for name, weight in value.items():
                 if isinstance(weight, bool) or not isinstance(weight, int) or weight < 1:
                     raise ValueError(f'the weight of "{name}" must be a positive whole number')
+        return value
+
+    @field_validator("mirror")
+    @classmethod
+    def _mirror(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and not info.data.get("split"):
+            raise ValueError('needs "split": mirroring compares the backends of a split')
         return value
 
 
@@ -154,3 +161,19 @@ class Split:
                 await inner(message)
 
         await backend(scope, receive, send)
+
+
+def wrap(app: Any, route: Any, config: Any, runtime: dict) -> Any:
+    """The innermost policy: a split route's handler chooses among backends instead of ``app``."""
+    if not getattr(route, "split", None):
+        return app
+    from gateway.policies.mirror import Mirror, MirrorRegistry
+
+    settings: SplitSettings = config.split
+    backends = runtime["backends"]
+    mirror = None
+    if route.mirror:
+        registry = runtime.setdefault("mirror", MirrorRegistry())
+        stats = registry.for_route(route.label, settings.mirror_keep)
+        mirror = Mirror(route, {name.encode(): backends[name] for name in route.split}, stats, settings.mirror_max_body)
+    return Split(route, backends, settings, mirror)

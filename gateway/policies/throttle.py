@@ -222,9 +222,11 @@ def client_key(scope: Scope) -> str:
         address = ipaddress.ip_address(host)
     except ValueError:
         return "ip:" + host
-    if address.version == 6 and not address.ipv4_mapped:
+    if address.version == 6:
+        if address.ipv4_mapped is not None:
+            return "ip:" + str(address.ipv4_mapped)
         return "ip6:" + str(ipaddress.ip_network(f"{address}/64", strict=False).network_address)
-    return "ip:" + str(address.ipv4_mapped or address)
+    return "ip:" + str(address)
 
 
 class Throttle:

@@ -1,0 +1,179 @@
+"""Operating a running gateway: hot reload under load, metrics across workers, logs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+
+import httpx
+import pytest
+
+from tests.services import GatewayProcess, base_env
+from tests.users import USERS, consumers_toml
+
+BASE = """
+[throttle.policies.standard]
+rates = ["{rate}"]
+
+[backends.a]
+kind = "wsgi"
+app = "tests.fixtures.wsgi_apps:variant_a"
+
+[backends.b]
+kind = "wsgi"
+app = "tests.fixtures.wsgi_apps:variant_b"
+
+[[routes]]
+name = "ab"
+prefix = "/ab"
+split = {{ a = {wa}, b = {wb} }}
+auth = "none"
+throttle = "standard"
+""" + consumers_toml()
+
+
+def render(wa=99, wb=1, rate="100000/minute", extra=""):
+    return BASE.format(wa=wa, wb=wb, rate=rate) + extra
+
+
+@pytest.fixture
+def running(tmp_path):
+    servers = []
+
+    def start(text, workers=1):
+        config = tmp_path / "config.toml"
+        config.write_text(text)
+        server = GatewayProcess(config, base_env(STACKGATE_DATA_DIR=str(tmp_path)), workers=workers).start()
+        servers.append(server)
+        return server, config
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+class Load:
+    """Requests in a loop from a thread, recording every answer."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.results: list[tuple[float, int, str]] = []
+        self.errors: list[str] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        with httpx.Client(timeout=10) as client:
+            while not self.stop.is_set():
+                try:
+                    r = client.get(self.url, headers={"Cookie": ""})
+                    client.cookies.clear()
+                    self.results.append((time.monotonic(), r.status_code, r.headers.get("x-served-by", "")))
+                except httpx.HTTPError as exc:
+                    self.errors.append(repr(exc))
+
+    def __enter__(self) -> "Load":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(10)
+
+
+def status(server) -> dict:
+    return httpx.get(server.url + "/_stackgate/status", headers=USERS["admin"].headers()).json()
+
+
+def test_weight_edit_is_live_within_two_seconds_without_failures(running):
+    server, config = running(render(99, 1))
+    with Load(server.url + "/ab/x") as load:
+        time.sleep(1.0)
+        edited_at = time.monotonic()
+        config.write_text(render(1, 99))
+        time.sleep(3.0)
+    assert not load.errors
+    assert {code for _, code, _ in load.results} == {200}, "no request may fail during a reload"
+    after = [served for at, _, served in load.results if at > edited_at + 2.0]
+    assert len(after) > 20 and after.count("b") / len(after) > 0.9, "the new weights were not live 2 s after the edit"
+    before = [served for at, _, served in load.results if at < edited_at]
+    assert before.count("a") / len(before) > 0.9
+    assert status(server)["last_reload"]["ok"] is True
+
+
+@pytest.mark.parametrize(
+    "edit, problem",
+    [
+        (lambda text: text.replace("[[routes]]", "[[routes]"), "invalid TOML"),
+        (lambda text: text.replace("split = { a = 99, b = 1 }", "split = { a = 99, zzz = 1 }"), 'routes[0].split: unknown backend "zzz"'),
+        (lambda text: text.replace("100000/minute", "lots/minute"), "throttle.policies.standard.rates"),
+    ],
+    ids=["toml-syntax", "unknown-backend", "bad-rate"],
+)
+def test_invalid_edit_changes_nothing(running, edit, problem):
+    text = render(99, 1)
+    server, config = running(text)
+    version = hashlib.sha256(text.encode()).hexdigest()[:12]
+    with Load(server.url + "/ab/x") as load:
+        time.sleep(0.5)
+        config.write_text(edit(text))
+        time.sleep(1.5)
+    assert not load.errors and {code for _, code, _ in load.results} == {200}
+    assert [s for _, _, s in load.results].count("a") / len(load.results) > 0.9
+    current = status(server)
+    assert current["version"] == version
+    assert current["last_reload"]["ok"] is False
+    assert any(problem in p and str(config) in p for p in current["last_reload"]["problems"]), current
+
+
+def test_backend_change_is_reported_as_needing_a_restart(running):
+    text = render(99, 1)
+    server, config = running(text)
+    config.write_text(text.replace("tests.fixtures.wsgi_apps:variant_b", "tests.fixtures.wsgi_apps:recorder"))
+    deadline = time.monotonic() + 3
+    while status(server)["last_reload"]["ok"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    last = status(server)["last_reload"]
+    assert last["ok"] is False and "restart" in last["message"]
+    assert any("backends.b: app changed; a restart is needed" in p for p in last["problems"])
+
+
+def test_every_worker_ends_on_the_same_version(running):
+    server, config = running(render(99, 1), workers=2)
+    new_text = render(50, 50)
+    config.write_text(new_text)
+    want = hashlib.sha256(new_text.encode()).hexdigest()[:12]
+    time.sleep(2.0)
+    versions = {httpx.get(server.url + "/_stackgate/health").json()["config_version"] for _ in range(40)}
+    assert versions == {want}
+
+
+def test_metrics_count_every_request_across_two_workers(running):
+    server, _ = running(render(50, 50), workers=2)
+    sent = 300
+    with httpx.Client() as client:
+        for _ in range(sent):
+            assert client.get(server.url + "/ab/x").status_code == 200
+    text = httpx.get(server.url + "/_stackgate/metrics").text
+    counted = 0.0
+    for line in text.splitlines():
+        if line.startswith("stackgate_requests_total{") and 'route="ab"' in line:
+            counted += float(line.rsplit(" ", 1)[1])
+    assert counted == sent
+    assert 'stackgate_request_duration_seconds_bucket{' in text
+
+
+def test_one_json_log_line_per_request(running):
+    server, _ = running(render(50, 50))
+    response = httpx.get(server.url + "/ab/x", headers={"X-Request-ID": "log-check-42"})
+    assert response.headers["x-request-id"] == "log-check-42"
+    time.sleep(0.3)
+    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    mine = [line for line in lines if line.get("request_id") == "log-check-42"]
+    assert len(mine) == 1
+    entry = mine[0]
+    assert entry["logger"] == "stackgate.access" and entry["route"] == "ab"
+    assert entry["backend"] in ("a", "b") and entry["status"] == 200 and entry["duration_ms"] > 0
+    assert entry["method"] == "GET" and entry["path"] == "/ab/x"

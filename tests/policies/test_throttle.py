@@ -1,0 +1,176 @@
+"""Throttling in one process (memory storage): exact counts, headers, client keys."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import httpx
+import pytest
+
+from gateway.config import ConfigError, parse_config
+from gateway.policies.throttle import BoundedMemoryStorage, client_key
+from tests.fixtures import wsgi_apps
+from tests.users import USERS, consumers_toml
+
+CONFIG = """
+[gateway]
+trusted_proxies = ["10.0.0.0/8"]
+
+[throttle]
+storage = "memory://"
+
+[throttle.policies.standard]
+rates = ["50/minute"]
+
+[throttle.policies.fast]
+rates = ["2/second", "100/minute"]
+roles = { tester = ["4/second"] }
+consumers = { bob = ["1/second"] }
+
+[backends.rec]
+kind = "wsgi"
+app = "tests.fixtures.wsgi_apps:recorder"
+threads = 8
+
+[[routes]]
+prefix = "/open"
+backend = "rec"
+auth = "none"
+throttle = "standard"
+
+[[routes]]
+prefix = "/fast"
+backend = "rec"
+auth = "optional"
+throttle = "fast"
+
+[[routes]]
+prefix = "/free"
+backend = "rec"
+auth = "none"
+""" + consumers_toml()
+
+
+@pytest.fixture
+def client(gateway_client):
+    return gateway_client(CONFIG)
+
+
+def client_from(gateway_client, address):
+    c = gateway_client(CONFIG, client=(address, 4321))
+    return c
+
+
+async def test_exactly_the_limit_passes_under_concurrency(client):
+    responses = await asyncio.gather(*(client.get("/open/x") for _ in range(200)))
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(200) == 50
+    assert statuses.count(429) == 150
+    assert len(wsgi_apps.RECORDED) == 50
+
+
+async def test_headers_follow_the_draft(client):
+    first = await client.get("/open/x")
+    assert first.headers["ratelimit-policy"] == '"standard-0";q=50;w=60'
+    assert re.fullmatch(r'"standard-0";r=49;t=\d+', first.headers["ratelimit"])
+    fast = await client.get("/fast/x")
+    assert fast.headers["ratelimit-policy"] == '"fast-0";q=2;w=1, "fast-1";q=100;w=60'
+    assert re.fullmatch(r'"fast-0";r=1;t=\d+, "fast-1";r=99;t=\d+', fast.headers["ratelimit"])
+
+
+async def test_unthrottled_route_has_no_headers(client):
+    response = await client.get("/free/x")
+    assert "ratelimit" not in response.headers and "ratelimit-policy" not in response.headers
+
+
+async def test_refusal_is_a_429_with_retry_after_and_then_passes(client):
+    for _ in range(2):
+        assert (await client.get("/fast/x")).status_code == 200
+    refused = await client.get("/fast/x")
+    assert refused.status_code == 429
+    error = refused.json()["error"]
+    assert error["code"] == "rate_limited" and error["status"] == 429
+    assert error["request_id"] == refused.headers["x-request-id"]
+    retry_after = int(refused.headers["retry-after"])
+    assert 1 <= retry_after <= 2
+    assert re.fullmatch(r'"fast-0";r=0;t=\d+', refused.headers["ratelimit"])
+    await asyncio.sleep(retry_after + 0.05)
+    assert (await client.get("/fast/x")).status_code == 200
+
+
+async def test_consumers_have_their_own_quota_and_overrides(client):
+    alice, bob, tester = (USERS[n].headers() for n in ("alice", "bob", "tester"))
+    assert [(await client.get("/fast/x", headers=alice)).status_code for _ in range(3)] == [200, 200, 429]
+    assert [(await client.get("/fast/x", headers=bob)).status_code for _ in range(2)] == [200, 429]
+    assert [(await client.get("/fast/x", headers=tester)).status_code for _ in range(5)] == [200] * 4 + [429]
+    assert [(await client.get("/fast/x")).status_code for _ in range(3)] == [200, 200, 429]
+
+
+async def test_refused_by_auth_spends_no_quota(client):
+    bad = {"X-API-Key": "sgk_not-a-real-key"}
+    for _ in range(5):
+        assert (await client.get("/fast/x", headers=bad)).status_code == 401
+    alice = USERS["alice"].headers()
+    assert [(await client.get("/fast/x", headers=alice)).status_code for _ in range(2)] == [200, 200]
+
+
+async def test_forwarded_for_from_an_untrusted_peer_changes_nothing(gateway_client):
+    c = client_from(gateway_client, "192.0.2.10")
+    codes = [(await c.get("/fast/x", headers={"X-Forwarded-For": f"198.51.100.{i}"})).status_code for i in range(3)]
+    assert codes == [200, 200, 429]
+
+
+async def test_forwarded_for_from_a_trusted_proxy_keys_on_the_client(gateway_client):
+    c = client_from(gateway_client, "10.1.2.3")
+    one = [(await c.get("/fast/x", headers={"X-Forwarded-For": "203.0.113.7, 10.9.9.9"})).status_code for _ in range(3)]
+    other = [(await c.get("/fast/x", headers={"X-Forwarded-For": "203.0.113.8"})).status_code for _ in range(2)]
+    spoofed = await c.get("/fast/x", headers={"X-Forwarded-For": "1.2.3.4, 203.0.113.7"})
+    assert one == [200, 200, 429]
+    assert other == [200, 200]
+    assert spoofed.status_code == 429, "the left-most entry is the client's to forge; the right-most untrusted one counts"
+
+
+def test_ipv6_clients_are_keyed_by_their_64():
+    a = client_key({"client": ("2001:db8:1:2:aaaa::1", 1)})
+    b = client_key({"client": ("2001:db8:1:2:bbbb::9", 1)})
+    c = client_key({"client": ("2001:db8:1:3::1", 1)})
+    assert a == b != c
+    assert client_key({"client": ("::ffff:192.0.2.1", 1)}) == client_key({"client": ("192.0.2.1", 2)})
+
+
+async def test_memory_storage_stays_bounded():
+    from limits import parse
+    from limits.aio.strategies import SlidingWindowCounterRateLimiter
+
+    storage = BoundedMemoryStorage(max_keys=1000)
+    limiter = SlidingWindowCounterRateLimiter(storage)
+    item = parse("10/minute")
+    for i in range(20_000):
+        await limiter.hit(item, "p", f"ip:{i}")
+    assert len(storage.storage) <= 1000 + 2
+    assert len(storage.expirations) <= 1000 + 2
+
+
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        ('[throttle.policies.p]\nrates = ["100/fortnight"]', 'throttle.policies.p.rates: must be a rate such as "100/minute"'),
+        ('[throttle.policies.p]\nrates = []', "throttle.policies.p.rates: must list at least one rate"),
+        ('[throttle]\nstorage = "mongodb://x"', 'throttle.storage: must be "memory://" or a Redis URL'),
+        ('[throttle]\non_store_error = "maybe"', "throttle.on_store_error"),
+        ('[throttle.policies.p]\nrates = ["1/second"]\nroles = { x = ["abc"] }', "throttle.policies.p.roles"),
+    ],
+)
+def test_bad_throttle_config(table, message):
+    text = table + '\n[backends.b]\nkind = "wsgi"\napp = "a:b"\n[[routes]]\nprefix = "/x"\nbackend = "b"\nauth = "none"\n'
+    with pytest.raises(ConfigError) as info:
+        parse_config(text.encode(), "c.toml", {})
+    assert any(p.startswith(f"c.toml: {message}") for p in info.value.problems), info.value.problems
+
+
+def test_route_naming_an_unknown_policy():
+    text = '[backends.b]\nkind = "wsgi"\napp = "a:b"\n[[routes]]\nprefix = "/x"\nbackend = "b"\nauth = "none"\nthrottle = "nope"\n'
+    with pytest.raises(ConfigError) as info:
+        parse_config(text.encode(), "c.toml", {})
+    assert 'c.toml: routes[0].throttle: unknown throttle policy "nope"; known: (none)' in info.value.problems

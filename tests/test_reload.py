@@ -1,0 +1,101 @@
+"""The reloader in process: valid edits swap atomically, invalid ones change nothing."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from gateway.app import create_app
+from gateway.config import load_config
+
+CONFIG = """
+[backends.rec]
+kind = "wsgi"
+app = "tests.fixtures.wsgi_apps:recorder"
+
+[backends.other]
+kind = "wsgi"
+app = "tests.fixtures.wsgi_apps:variant_a"
+
+[[routes]]
+prefix = "/v1"
+backend = "rec"
+auth = "none"
+"""
+
+
+@pytest.fixture
+def setup(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text(CONFIG)
+    app = create_app(load_config(path), watch=True)
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+    return app, path, client
+
+
+async def test_valid_edit_is_applied(setup):
+    app, path, client = setup
+    assert (await client.get("/v2/x")).status_code == 404
+    path.write_text(CONFIG.replace('prefix = "/v1"', 'prefix = "/v2"'))
+    result = app.reloader.reload()
+    assert result["ok"] is True and result["message"] == "applied"
+    assert (await client.get("/v2/x")).status_code == 200
+    assert (await client.get("/v1/x")).status_code == 404
+    assert app.status()["version"] == result["version"]
+
+
+async def test_invalid_edit_keeps_the_old_config(setup):
+    app, path, client = setup
+    before = app.state
+    path.write_text(CONFIG.replace('backend = "rec"', 'backend = "nope"'))
+    result = app.reloader.reload()
+    assert result["ok"] is False
+    assert result["problems"] == [f'{path.resolve()}: routes[0].backend: unknown backend "nope"; known: "other", "rec"']
+    assert app.state is before
+    assert (await client.get("/v1/x")).status_code == 200
+
+
+async def test_backend_change_needs_a_restart(setup):
+    app, path, client = setup
+    before = app.state
+    path.write_text(CONFIG.replace("threads", "threads").replace('app = "tests.fixtures.wsgi_apps:variant_a"', 'app = "tests.fixtures.wsgi_apps:variant_b"\nthreads = 3'))
+    result = app.reloader.reload()
+    assert result["ok"] is False and "restart" in result["message"]
+    assert result["problems"] == [f"{path.resolve()}: backends.other: app, threads changed; a restart is needed to rebuild a backend"]
+    assert app.state is before
+
+
+async def test_request_in_flight_finishes_on_the_config_it_started_with(tmp_path):
+    from tests.fixtures import wsgi_apps
+
+    path = tmp_path / "config.toml"
+    blocked = CONFIG.replace("tests.fixtures.wsgi_apps:recorder", "tests.fixtures.wsgi_apps:blocked")
+    path.write_text(blocked)
+    app = create_app(load_config(path), watch=True)
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+    wsgi_apps.RELEASE.clear()
+    in_flight = asyncio.ensure_future(client.get("/v1/x"))
+    await asyncio.sleep(0.2)
+    path.write_text(blocked.replace('prefix = "/v1"', 'prefix = "/v9"'))
+    assert app.reloader.reload()["ok"] is True
+    assert (await client.get("/v1/x")).status_code == 404
+    wsgi_apps.RELEASE.set()
+    assert (await in_flight).status_code == 200
+
+
+async def test_watcher_picks_up_an_edit(setup):
+    app, path, client = setup
+    await app.reloader.start()
+    try:
+        await asyncio.sleep(0.3)
+        path.write_text(CONFIG.replace('prefix = "/v1"', 'prefix = "/v3"'))
+        for _ in range(100):
+            if (await client.get("/v3/x")).status_code == 200:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the edit was not picked up within 5 s")
+    finally:
+        await app.reloader.stop()
