@@ -12,6 +12,7 @@ never changes a request in flight.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -96,6 +97,7 @@ class Gateway:
         self.runtime = Runtime()
         self.state = compile_state(config, self.backends, self.runtime, self._handle)
         self.admin = AdminApp(self)
+        self._sampler: Optional[asyncio.Task] = None
         self.reloader = None
         if watch and config.source != "<memory>":
             from gateway.reload import Reloader
@@ -142,6 +144,7 @@ class Gateway:
                         await backend.startup()
                     if self.reloader is not None:
                         await self.reloader.start()
+                    self._sampler = asyncio.ensure_future(self.admin.series.run())
                 except Exception as exc:  # pragma: no cover - reported to the server
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
@@ -149,6 +152,8 @@ class Gateway:
             elif message["type"] == "lifespan.shutdown":
                 if self.reloader is not None:
                     await self.reloader.stop()
+                if self._sampler is not None:
+                    self._sampler.cancel()
                 for backend in self.backends.values():
                     await backend.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
@@ -208,6 +213,7 @@ class Gateway:
         status = 0
         response_started = False
         route: Optional[Route] = None
+        route_label = "-"
         child: dict = {}
 
         async def send_out(message: dict) -> None:
@@ -230,6 +236,7 @@ class Gateway:
                 raise GatewayError(400, "bad_path", str(exc)) from None
 
             if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
+                route_label = ADMIN_PREFIX  # the gateway's own traffic is logged, not counted
                 await self.admin(scope, receive, send_out, path)
                 return
 
@@ -276,9 +283,11 @@ class Gateway:
             await send_error(send_out, 502, "backend_error", "The backend failed to answer.", request_id)
         finally:
             duration = time.perf_counter() - started
-            route_label = route.config.label if route else "-"
-            backend_name = child.get("stackgate.backend") or (route.config.backend if route else "-")
-            metrics.observe_request(route_label, backend_name, status, duration)
+            if route is not None:
+                route_label = route.config.label
+            backend_name = child.get("stackgate.backend") or (route.config.backend if route and route.config.backend else "-")
+            if route_label != ADMIN_PREFIX:
+                metrics.observe_request(route_label, backend_name, status, duration)
             if access_logger.isEnabledFor(logging.INFO):
                 access_logger.info(
                     "request",

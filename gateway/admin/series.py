@@ -6,6 +6,7 @@ worker shows the same series and nothing is counted twice.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 from typing import Any
@@ -44,6 +45,13 @@ class TrafficSeries:
                 series["requests"].append(0)
                 series["errors"].append(0)
         self.timestamps.append(end)
+
+    async def run(self) -> None:
+        """Sample at every interval's end from process start, so the charts have no gaps."""
+        self.sample()
+        while True:
+            await asyncio.sleep(self.step - time.time() % self.step + 0.01)
+            self.sample()
 
     def as_dict(self) -> dict[str, Any]:
         return {
