@@ -19,6 +19,7 @@ trusted_proxies = ["10.0.0.0/8"]
 
 [throttle]
 storage = "memory://"
+strategy = "moving-window"
 
 [throttle.policies.standard]
 rates = ["50/minute"]
@@ -62,7 +63,9 @@ def client_from(gateway_client, address):
     return c
 
 
-async def test_exactly_the_limit_passes_under_concurrency(client):
+@pytest.mark.parametrize("strategy", ["moving-window", "sliding-window-counter", "fixed-window"])
+async def test_exactly_the_limit_passes_under_concurrency(gateway_client, strategy):
+    client = gateway_client(CONFIG.replace('strategy = "moving-window"', f'strategy = "{strategy}"'))
     responses = await asyncio.gather(*(client.get("/open/x") for _ in range(200)))
     statuses = [r.status_code for r in responses]
     assert statuses.count(200) == 50

@@ -1,0 +1,1 @@
+"""Tiny ASGI apps for the configurations that are not Stackgate: (c) and (f)."""
