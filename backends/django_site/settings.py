@@ -64,12 +64,10 @@ TEMPLATES = [
 DATABASES = {"default": dj_database_url.parse(database_url())}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# RemoteUser gives the API its caller; ModelBackend keeps admin logins working.
-# No RemoteUserMiddleware: it would log admin sessions out on API-less requests.
-AUTHENTICATION_BACKENDS = [
-    "django.contrib.auth.backends.RemoteUserBackend",
-    "django.contrib.auth.backends.ModelBackend",
-]
+# The API's caller comes from REMOTE_USER through DRF (todos/authentication.py);
+# ModelBackend serves admin logins. No RemoteUserMiddleware: it would log
+# admin sessions out on API-less requests.
+AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -88,7 +86,7 @@ USE_TZ = True
 STATIC_URL = "/static/"
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.RemoteUserAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["backends.django_site.todos.authentication.GatewayRemoteUserAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": [
