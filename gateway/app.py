@@ -13,6 +13,7 @@ never changes a request in flight.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import re
 import time
@@ -36,6 +37,13 @@ logger = logging.getLogger("stackgate")
 access_logger = logging.getLogger("stackgate.access")
 
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+_ID_PREFIX = uuid.uuid4().hex[:16]
+_id_counter = itertools.count(1)
+
+
+def new_request_id() -> str:
+    """32 hex digits, unique per process start (random) and request (counter); no syscall."""
+    return f"{_ID_PREFIX}{next(_id_counter):016x}"
 
 
 @dataclass(frozen=True)
@@ -207,7 +215,7 @@ class Gateway:
         state = self.state
         raw_headers = scope["headers"]
         given = H.get(raw_headers, H.REQUEST_ID)
-        request_id = given.decode() if given is not None and _REQUEST_ID.match(given) else uuid.uuid4().hex
+        request_id = given.decode() if given is not None and _REQUEST_ID.match(given) else new_request_id()
         rid = request_id.encode()
         out_headers: list[tuple[bytes, bytes]] = [(H.REQUEST_ID, rid)]
         status = 0
