@@ -162,6 +162,9 @@ class Gateway:
                     await self.reloader.stop()
                 if self._sampler is not None:
                     self._sampler.cancel()
+                shadow = self.runtime.get("shadow_process")
+                if shadow is not None:
+                    shadow.close()
                 for backend in self.backends.values():
                     await backend.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})

@@ -192,17 +192,7 @@ class WSGIBackend(Backend):
                 [(b"retry-after", b"1")],
             )
 
-        environ = build_environ(scope, body_file)  # type: ignore[arg-type]
-        environ["SCRIPT_NAME"] = scope.get("root_path", "").encode("utf-8").decode("latin1")
-        environ["wsgi.input_terminated"] = True
-        environ["wsgi.errors"] = sys.stderr
-        if body_len is not None:
-            environ["CONTENT_LENGTH"] = str(body_len)
-        identity = scope.get("stackgate.identity")
-        if identity:
-            environ["REMOTE_USER"] = identity
-        else:
-            environ.pop("REMOTE_USER", None)
+        environ = make_environ(scope, body_file, body_len)
 
         exchange = _Exchange(loop, self.config.buffer_size)
         self.busy += 1
@@ -330,6 +320,22 @@ class WSGIBackend(Backend):
                 exchange._push(_END)
             except _Cancelled:
                 pass
+
+
+def make_environ(scope: Scope, body_file: Any, body_len: Optional[int]) -> dict:
+    """a2wsgi's environ, plus what it leaves out: the gateway's identity, a terminated input."""
+    environ = build_environ(scope, body_file)  # type: ignore[arg-type]
+    environ["SCRIPT_NAME"] = scope.get("root_path", "").encode("utf-8").decode("latin1")
+    environ["wsgi.input_terminated"] = True
+    environ["wsgi.errors"] = sys.stderr
+    if body_len is not None:
+        environ["CONTENT_LENGTH"] = str(body_len)
+    identity = scope.get("stackgate.identity")
+    if identity:
+        environ["REMOTE_USER"] = identity
+    else:
+        environ.pop("REMOTE_USER", None)
+    return environ
 
 
 def _content_length(scope: Scope) -> Optional[int]:

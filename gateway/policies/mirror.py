@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import io
 import json
 import logging
 import time
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from gateway import metrics
+from gateway.backends.wsgi import make_environ
 from gateway.types import Receive, Scope, Send
 
 logger = logging.getLogger("stackgate.mirror")
@@ -97,8 +99,11 @@ def _render(value: Any) -> list[str]:
 
 
 class Mirror:
-    def __init__(self, route: Any, backends: dict[bytes, Any], stats: RouteMirrorStats, max_body: int) -> None:
+    def __init__(
+        self, route: Any, backends: dict[bytes, Any], stats: RouteMirrorStats, max_body: int, process: Any = None
+    ) -> None:
         self.route_label = route.label
+        self.process = process
         self.backends = backends
         self.ignore = frozenset(route.mirror_ignore)
         self.stats = stats
@@ -163,7 +168,16 @@ class Mirror:
 
         started = time.perf_counter()
         try:
-            await backend(dict(scope, headers=list(scope["headers"])), receive, send)
+            if self.process is not None and getattr(backend, "kind", None) == "wsgi":
+                environ = make_environ(scope, io.BytesIO(b""), 0)
+                shadow.status, headers, body = await self.process.call(backend.name, environ, self.max_body)
+                shadow.content_type = _content_type(headers)
+                if body is None:
+                    shadow.too_big = True
+                else:
+                    shadow.body += body
+            else:
+                await backend(dict(scope, headers=list(scope["headers"])), receive, send)
         except Exception as exc:
             self.stats.record("error")
             logger.warning("mirror request to %s failed: %r", name.decode(), exc)

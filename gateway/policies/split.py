@@ -45,6 +45,8 @@ class SplitSettings(Schema):
     """Responses larger than this are not compared."""
     mirror_keep: int = Field(50, ge=1, le=10_000)
     """How many recent mismatches each route keeps for ``/_stackgate/mirror``."""
+    mirror_process: bool = True
+    """Run shadow copies to WSGI stacks in a process of their own, so they never slow client requests."""
 
 
 class RouteSplitFields(Schema):
@@ -175,5 +177,19 @@ def wrap(app: Any, route: Any, config: Any, runtime: dict) -> Any:
     if route.mirror:
         registry = runtime.setdefault("mirror", MirrorRegistry())
         stats = registry.for_route(route.label, settings.mirror_keep)
-        mirror = Mirror(route, {name.encode(): backends[name] for name in route.split}, stats, settings.mirror_max_body)
+        process = shadow_process(runtime, backends) if settings.mirror_process else None
+        mirror = Mirror(route, {name.encode(): backends[name] for name in route.split}, stats, settings.mirror_max_body, process)
     return Split(route, backends, settings, mirror)
+
+
+def shadow_process(runtime: dict, backends: dict[str, Any]) -> Any:
+    """The process that runs shadow copies to WSGI backends (one per gateway process, kept across reloads)."""
+    from gateway.policies.shadow_process import ShadowProcess
+
+    apps = {name: b.config.app for name, b in backends.items() if getattr(b, "kind", None) == "wsgi"}
+    process = runtime.get("shadow_process")
+    if process is None or process.apps != apps:
+        if process is not None:
+            process.close()
+        process = runtime["shadow_process"] = ShadowProcess(apps)
+    return process

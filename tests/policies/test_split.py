@@ -14,6 +14,7 @@ from tests.users import USERS, consumers_toml
 CONFIG = """
 [split]
 override_roles = ["tester"]
+mirror_process = false  # shadows in this process, so the recorder sees them
 
 [backends.a]
 kind = "wsgi"
@@ -110,9 +111,9 @@ async def test_served_by_can_be_hidden(client):
     assert response.status_code == 200 and "x-served-by" not in response.headers
 
 
-async def wait_for_mirror(client, route="/mirrored", count=1):
+async def wait_for_mirror(client, route="/mirrored", count=1, attempts=100):
     admin = USERS["admin"].headers()
-    for _ in range(100):
+    for _ in range(attempts):
         data = (await client.get("/_stackgate/mirror", headers=admin)).json()
         stats = data.get(route)
         if stats and stats["matches"] + stats["mismatches"] >= count:
@@ -178,3 +179,19 @@ def test_bad_split_config(route, message):
     with pytest.raises(ConfigError) as info:
         parse_config(text.encode(), "c.toml", {})
     assert any(p.startswith(f"c.toml: {message}") for p in info.value.problems), info.value.problems
+
+
+async def test_mirror_in_its_own_process_compares_too(gateway_client):
+    client = gateway_client(CONFIG.replace("mirror_process = false", "mirror_process = true"))
+    alice = USERS["alice"].headers()
+    try:
+        await client.get("/mirrored/same", headers=alice)
+        stats = await wait_for_mirror(client, count=1, attempts=400)
+        assert stats["matches"] == 1
+        await client.get("/mirrored/differ", headers=alice)
+        stats = await wait_for_mirror(client, count=2, attempts=400)
+        assert stats["mismatches"] == 1 and '"value"' in stats["recent_mismatches"][0]["diff"]
+        served = [r["backend"] for r in wsgi_apps.RECORDED]
+        assert len(served) == 2, "the copies ran in the other process, not here"
+    finally:
+        client.gateway.runtime["shadow_process"].close()
