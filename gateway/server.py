@@ -1,60 +1,274 @@
 """uvicorn's httptools protocol with Stackgate's answers for what never reaches the app.
 
-Requests the HTTP parser refuses get the gateway's JSON error shape instead
-of uvicorn's plain text; a header block over ``MAX_HEADER_BYTES`` is a 431; a
-request target not in origin form (``GET http://host/path``) is flagged so the
-gateway refuses it like any other unsafe path.
+- Requests the HTTP parser refuses get the gateway's JSON error shape (and an
+  ``X-Request-ID``) instead of uvicorn's plain text, with the code the gateway
+  itself would use: ``bad_method``, ``bad_path`` or ``bad_request``.
+- A request head over ``MAX_HEADER_BYTES`` is a 431. It is also counted on the
+  raw bytes, so a header that never ends is not buffered past the limit.
+- A request target not in origin form (``GET http://host/path``, ``OPTIONS *``,
+  a ``#fragment``) is flagged so the gateway refuses it like any other unsafe
+  path. Raw non-ASCII in the target, a second ``Host``, ``CONNECT`` and an
+  upgrade request with a body are refused here; after a request asking for an
+  upgrade the gateway does not perform, the connection is closed (the parser
+  reads nothing after it).
+- Trailer fields of a chunked body are counted but never added to the
+  request's headers: the gateway decided on the headers it had.
+- Slow clients: a request head must be complete within ``HEADER_TIMEOUT``
+  seconds of its first byte, and a body must not stall for ``BODY_TIMEOUT``
+  seconds (408, then the connection closes; ``gateway.backends.wsgi`` answers
+  a stall in a body it reads itself, this module covers every other reader).
+  A connection with no request in progress is closed after uvicorn's
+  keep-alive timeout, a new one included.
+- An error answered here never overtakes a response still in flight on the
+  same connection (pipelining): it is written after that response, so every
+  response answers its own request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
+from typing import Optional
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gateway.errors import error_body
 
+
+def _seconds(name: str, default: float) -> float:
+    value = os.environ.get(name, "")
+    try:
+        seconds = float(value) if value else default
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise ValueError(f'{name}="{value}" must be a positive number of seconds, such as "{default:g}"')
+    return seconds
+
+
 MAX_HEADER_BYTES = int(os.environ.get("STACKGATE_MAX_HEADER_BYTES", 32 * 1024))
-_REASONS = {400: b"Bad Request", 431: b"Request Header Fields Too Large"}
+HEADER_TIMEOUT = _seconds("STACKGATE_HEADER_TIMEOUT", 10)
+BODY_TIMEOUT = _seconds("STACKGATE_BODY_TIMEOUT", 30)
+BODY_STALLED = f"No request body bytes arrived for {BODY_TIMEOUT:g} seconds."
+# A body the app reads on the event loop is answered there, with its request id;
+# this protocol's own check comes a little later and covers the other readers.
+_BODY_GRACE = 1.0
+
+_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+
+BAD_REQUEST = (400, "bad_request", "The request is not valid HTTP/1.1.")
+BAD_METHOD = (400, "bad_method", "The request method must be an upper-case HTTP method such as GET.")
+BAD_TARGET = (400, "bad_path", "The request target is not a valid path.")
+NOT_ASCII = (400, "bad_path", "The request target must be ASCII: percent-encode other bytes.")
+NOT_ORIGIN_FORM = (400, "bad_path", "The request target must be a path starting with '/' (origin form).")
+TWO_HOSTS = (400, "bad_request", "The request must carry one Host header, not several.")
+CONNECT = (400, "bad_request", "CONNECT is not supported: the gateway is not a proxy.")
+UPGRADE_WITH_BODY = (400, "bad_request", "A request asking for a protocol upgrade must not carry a body.")
+HEAD_TIMED_OUT = (408, "request_timeout", f"The request headers did not arrive within {HEADER_TIMEOUT:g} seconds.")
+BODY_TIMED_OUT = (408, "request_timeout", BODY_STALLED)
+HEAD_TOO_LARGE = (431, "headers_too_large", f"The request line and headers exceed {MAX_HEADER_BYTES} bytes.")
 
 
-class _HeadersTooLarge(Exception):
-    pass
+class _Refusal(Exception):
+    """Raised in a parser callback: the request is answered with ``args`` (status, code, message)."""
+
+
+def _refusal_for(exc: httptools.HttpParserError) -> tuple[int, str, str]:
+    cause = exc.__context__
+    if isinstance(cause, _Refusal):
+        return cause.args
+    if isinstance(exc, httptools.HttpParserInvalidMethodError):
+        return BAD_METHOD
+    if isinstance(exc, httptools.HttpParserInvalidURLError) or isinstance(cause, httptools.HttpParserInvalidURLError):
+        return BAD_TARGET
+    return BAD_REQUEST
+
+
+def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(name == b"transfer-encoding" or (name == b"content-length" and value != b"0") for name, value in headers)
 
 
 class HttpProtocol(HttpToolsProtocol):
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self._awaiting_head = True  # between messages, or inside a request head
+        self._head_bytes = 0  # raw bytes of an unfinished head
+        self._header_bytes = 0  # request line and header fields, as parsed
+        self._messages = 0
+        self._last_data = 0.0
+        self._head_timer: Optional[asyncio.TimerHandle] = None
+        self._body_timer: Optional[asyncio.TimerHandle] = None
+        self._stopped = False  # refused, or past an upgrade: nothing more is read
+        self._pending: Optional[bytes] = None  # an error waiting for the response before it
+
+    # connection
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        # uvicorn arms its keep-alive timeout only after a response: a connection that never sends would stay open.
+        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        self._cancel_timers()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._stopped:
+            return
+        self._unset_keepalive_if_required()
+        self._last_data = self.loop.time()
+        whole_chunk_in_head = self._awaiting_head
+        if whole_chunk_in_head and self._head_timer is None:
+            self._head_timer = self.loop.call_later(HEADER_TIMEOUT, self._head_timed_out)
+        messages = self._messages
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._stopped = True  # the parser has stopped; the response closes the connection
+            return
+        except httptools.HttpParserError as exc:
+            self.logger.warning("Invalid HTTP request received.")
+            self._refuse(*_refusal_for(exc))
+            return
+        if self._awaiting_head:
+            if whole_chunk_in_head and messages == self._messages:
+                self._head_bytes += len(data)
+                if self._head_bytes > MAX_HEADER_BYTES:
+                    self._refuse(*HEAD_TOO_LARGE)
+        elif self._body_timer is None and self.cycle is not None and self.cycle.more_body:
+            self._body_timer = self.loop.call_later(BODY_TIMEOUT + _BODY_GRACE, self._body_stalled)
+
+    # parser callbacks
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._header_bytes = 0
-        self._refusal = (400, "bad_request", "The request is not valid HTTP/1.1.")
+        if self._head_timer is None:  # began in the chunk that ended the message before it
+            self._head_timer = self.loop.call_later(HEADER_TIMEOUT, self._head_timed_out)
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
-        self._header_bytes += len(url)
-        self._check_size()
+        self._count(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_bytes += len(name) + len(value) + 4
-        self._check_size()
-        super().on_header(name, value)
+        self._count(len(name) + len(value) + 4)
+        if self._awaiting_head:  # otherwise a trailer: counted, never added to the headers
+            super().on_header(name, value)
 
-    def _check_size(self) -> None:
+    def _count(self, size: int) -> None:
+        self._header_bytes += size
         if self._header_bytes > MAX_HEADER_BYTES:
-            self._refusal = (431, "headers_too_large", f"The request line and headers exceed {MAX_HEADER_BYTES} bytes.")
-            raise _HeadersTooLarge()
+            raise _Refusal(*HEAD_TOO_LARGE)
 
     def on_headers_complete(self) -> None:
-        if not self.url.startswith(b"/"):
+        self._cancel_head_timer()
+        url = self.url
+        if not url.isascii():
+            raise _Refusal(*NOT_ASCII)
+        if sum(1 for name, _ in self.headers if name == b"host") > 1:
+            raise _Refusal(*TWO_HOSTS)
+        origin_form = url.startswith(b"/") and b"#" not in url
+        refused_upgrade = self.parser.should_upgrade() and not self._should_upgrade()
+        if refused_upgrade:
+            if self.parser.get_method() == b"CONNECT":
+                raise _Refusal(*(CONNECT if origin_form else NOT_ORIGIN_FORM))
+            if _has_body(self.headers):
+                raise _Refusal(*UPGRADE_WITH_BODY)
+        if not origin_form:
             self.scope["stackgate.non_origin_form"] = True
         super().on_headers_complete()
+        self._messages += 1
+        self._awaiting_head = False
+        self._head_bytes = 0
+        if refused_upgrade:
+            self.cycle.keep_alive = False
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._awaiting_head = True
+
+    # answers
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._pending is not None and not self.pipeline and self.cycle.response_complete and not self.transport.is_closing():
+            self.transport.write(self._pending)
+            self._pending = None
+            self.transport.close()
 
     def send_400_response(self, msg: str) -> None:
-        status, code, message = getattr(self, "_refusal", (400, "bad_request", "The request is not valid HTTP/1.1."))
-        body = error_body(status, code, message, uuid.uuid4().hex)
+        self._refuse(*BAD_REQUEST)
+
+    def _refuse(self, status: int, code: str, message: str) -> None:
+        """Answer an error the app never saw, then close; never in the middle of another response."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._cancel_timers()
+        answer = self._error_response(status, code, message)
+        cycle = self.cycle
+        if not self._awaiting_head and cycle is not None:  # inside the body of the request being served
+            if cycle.response_started:
+                self.transport.close()  # it has its answer, or part of one; the rest cannot be read
+                return
+            cycle.disconnected = True  # the app gets http.disconnect, and whatever it sends is dropped
+            cycle.message_event.set()
+        elif (cycle is not None and not cycle.response_complete) or self.pipeline:
+            self._pending = answer
+            return
+        self.transport.write(answer)
+        self.transport.close()
+
+    def _error_response(self, status: int, code: str, message: str) -> bytes:
+        request_id = uuid.uuid4().hex
+        body = error_body(status, code, message, request_id)
         head = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status])]
         for name, value in self.server_state.default_headers:
             head.extend([name, b": ", value, b"\r\n"])
-        head.append(b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body))
-        self.transport.write(b"".join(head) + body)
-        self.transport.close()
+        head.append(
+            b"content-type: application/json\r\ncontent-length: %d\r\nx-request-id: %s\r\nconnection: close\r\n\r\n"
+            % (len(body), request_id.encode())
+        )
+        return b"".join(head) + body
+
+    # slow clients
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.flow.read_paused:  # the gateway stopped reading (back-pressure): not the client's delay
+            self._head_timer = self.loop.call_later(HEADER_TIMEOUT, self._head_timed_out)
+            return
+        self._refuse(*HEAD_TIMED_OUT)
+
+    def _body_stalled(self) -> None:
+        self._body_timer = None
+        cycle = self.cycle
+        if self._awaiting_head or cycle is None or not cycle.more_body or self.transport.is_closing():
+            return
+        limit = BODY_TIMEOUT + _BODY_GRACE
+        idle = self.loop.time() - self._last_data
+        waiting_on_gateway = (
+            self.flow.read_paused  # back-pressure: the app has not taken what it was sent
+            or cycle.waiting_for_100_continue  # the client waits for the app to ask for the body
+            or (cycle.response_started and not cycle.response_complete)
+        )
+        if idle < limit or waiting_on_gateway:
+            self._body_timer = self.loop.call_later(max(limit - idle, 0.05) if idle < limit else limit, self._body_stalled)
+            return
+        self._refuse(*BODY_TIMED_OUT)
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _cancel_timers(self) -> None:
+        self._cancel_head_timer()
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None

@@ -7,11 +7,13 @@ and scrapers); the rest needs a consumer with one of ``[gateway].admin_roles``.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from gateway import metrics
+from gateway.admin.openapi import document_bytes
 from gateway.admin.series import TrafficSeries
 from gateway.errors import GatewayError
 from gateway.routing import ADMIN_PREFIX
@@ -63,6 +65,7 @@ class AdminApp:
             "/health": self.health,
             "/ready": self.ready,
             "/metrics": self.metrics,
+            "/openapi.json": self.openapi,
         }
         self.protected: dict[str, Endpoint] = {
             "/": self.dashboard,
@@ -86,7 +89,7 @@ class AdminApp:
         await endpoint(scope, receive, send)
 
     async def health(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send_json(send, 200, {"status": "ok", "config_version": self.gateway.state.config.digest})
+        await send_json(send, 200, {"status": "ok", "config_version": self.gateway.state.config.digest, "worker": os.getpid()})
 
     async def ready(self, scope: Scope, receive: Receive, send: Send) -> None:
         checks = await self.gateway.readiness()
@@ -95,6 +98,9 @@ class AdminApp:
 
     async def metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send_bytes(send, 200, metrics.exposition(), metrics.CONTENT_TYPE)
+
+    async def openapi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send_bytes(send, 200, document_bytes(self.gateway.state.config), b"application/json")
 
     async def status(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send_json(send, 200, self.gateway.status())

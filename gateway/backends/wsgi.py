@@ -35,6 +35,7 @@ from gateway import metrics
 from gateway.backends.base import AppImportConfig, Backend, load_app
 from gateway.errors import GatewayError
 from gateway.schema import ByteSize
+from gateway.server import BODY_STALLED, BODY_TIMEOUT
 from gateway.types import Receive, Scope, Send
 
 logger = logging.getLogger("stackgate.backends.wsgi")
@@ -355,7 +356,11 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:
-        message = await receive()
+        try:
+            async with asyncio.timeout(BODY_TIMEOUT):  # cheaper than wait_for: no task per message
+                message = await receive()
+        except TimeoutError:
+            raise GatewayError(408, "request_timeout", BODY_STALLED, [(b"connection", b"close")]) from None
         if message["type"] == "http.disconnect":
             raise ClientDisconnected("client disconnected during the request body")
         chunk = message.get("body", b"")
