@@ -5,8 +5,9 @@ background afterwards, as the same identity, and only for GET and HEAD (a
 write never runs twice). Status and body are compared — JSON bodies as data,
 with ``mirror_ignore`` keys left out at any depth — and every mismatch is kept
 with a readable diff (the last ``[split].mirror_keep`` per route). Mirroring
-pauses by itself while the other backend's pool is saturated, and at most one
-copy per route and backend is in flight at a time, which bounds its cost.
+pauses by itself while the other backend's pool is saturated, and at most
+``IN_FLIGHT`` copies per route and backend are in flight at a time (more are
+skipped and counted), which bounds its cost.
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ from gateway.backends.wsgi import make_environ
 from gateway.types import Receive, Scope, Send
 
 logger = logging.getLogger("stackgate.mirror")
+
+# Copies per route and backend that may run or wait at once: enough to absorb
+# a burst (each copy waits its turn; none is dropped for being second), few
+# enough that a shadow backend falling behind costs bounded memory. Beyond it,
+# copies are skipped and counted.
+IN_FLIGHT = 32
 
 
 @dataclass
@@ -108,11 +115,11 @@ class Mirror:
         self.ignore = frozenset(route.mirror_ignore)
         self.stats = stats
         self.max_body = max_body
-        self.in_flight: set[bytes] = set()
+        self.in_flight: dict[bytes, int] = {}
         self.tasks: set[asyncio.Task] = set()
 
     async def __call__(
-        self, scope: Scope, receive: Receive, send: Send, name: bytes, backend: Any, extra: list[tuple[bytes, bytes]]
+        self, scope: Scope, receive: Receive, send: Send, name: bytes, backend: Any
     ) -> None:
         primary = _Captured()
 
@@ -120,8 +127,6 @@ class Mirror:
             if message["type"] == "http.response.start":
                 primary.status = message["status"]
                 primary.content_type = _content_type(message.get("headers", ()))
-                if extra:
-                    message["headers"] = [*message.get("headers", ()), *extra]
             elif message["type"] == "http.response.body" and not primary.too_big:
                 primary.body += message.get("body", b"")
                 if len(primary.body) > self.max_body:
@@ -136,10 +141,11 @@ class Mirror:
         for other_name, other in self.backends.items():
             if other_name == name:
                 continue
-            if other_name in self.in_flight or getattr(other, "saturated", False):
+            running = self.in_flight.get(other_name, 0)
+            if running >= IN_FLIGHT or getattr(other, "saturated", False):
                 self.stats.record("skipped")
                 continue
-            self.in_flight.add(other_name)
+            self.in_flight[other_name] = running + 1
             task = asyncio.ensure_future(self._shadow(shadow_scope, name, primary, other_name, other))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
@@ -184,7 +190,7 @@ class Mirror:
             return
         finally:
             done.set()
-            self.in_flight.discard(name)
+            self.in_flight[name] -= 1
         if shadow.too_big:
             self.stats.record("skipped")
             return

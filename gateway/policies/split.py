@@ -137,11 +137,11 @@ class Split:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         name, new_cookie = self.pick(scope)
-        extra: list[tuple[bytes, bytes]] = []
+        headers: list[tuple[bytes, bytes]] = scope["stackgate.response_headers"]
         if self.served_by:
-            extra.append((H.SERVED_BY, name))
+            headers.append((H.SERVED_BY, name))
         if new_cookie is not None:
-            extra.append(
+            headers.append(
                 (
                     b"set-cookie",
                     b"%s=%s; Path=/; Max-Age=%d; HttpOnly; SameSite=Lax" % (COOKIE.encode(), new_cookie, COOKIE_MAX_AGE),
@@ -151,17 +151,8 @@ class Split:
         backend = self.backends[name]
 
         if self.mirror is not None and scope["method"] in ("GET", "HEAD"):
-            await self.mirror(scope, receive, send, name, backend, extra)
+            await self.mirror(scope, receive, send, name, backend)
             return
-
-        if extra:
-            inner = send
-
-            async def send(message: dict) -> None:  # noqa: F811 - wrap only when needed
-                if message["type"] == "http.response.start":
-                    message["headers"] = [*message.get("headers", ()), *extra]
-                await inner(message)
-
         await backend(scope, receive, send)
 
 
@@ -192,4 +183,5 @@ def shadow_process(runtime: dict, backends: dict[str, Any]) -> Any:
         if process is not None:
             process.close()
         process = runtime["shadow_process"] = ShadowProcess(apps)
+        process.warm_soon()  # on a reload; at start-up the lifespan warms it
     return process

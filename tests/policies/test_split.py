@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 
 import pytest
 
@@ -111,12 +113,12 @@ async def test_served_by_can_be_hidden(client):
     assert response.status_code == 200 and "x-served-by" not in response.headers
 
 
-async def wait_for_mirror(client, route="/mirrored", count=1, attempts=100):
+async def wait_for_mirror(client, route="/mirrored", count=1, attempts=100, errors=0):
     admin = USERS["admin"].headers()
     for _ in range(attempts):
         data = (await client.get("/_stackgate/mirror", headers=admin)).json()
         stats = data.get(route)
-        if stats and stats["matches"] + stats["mismatches"] >= count:
+        if stats and stats["matches"] + stats["mismatches"] >= count and stats["errors"] >= errors:
             return stats
         await asyncio.sleep(0.02)
     raise AssertionError(f"no mirror result: {data}")
@@ -195,3 +197,37 @@ async def test_mirror_in_its_own_process_compares_too(gateway_client):
         assert len(served) == 2, "the copies ran in the other process, not here"
     finally:
         client.gateway.runtime["shadow_process"].close()
+
+
+async def test_a_burst_of_gets_is_compared_in_full_not_sampled(gateway_client):
+    """Copies wait their turn for the shadow process (started before the first request); none is dropped."""
+    client = gateway_client(CONFIG.replace("mirror_process = false", "mirror_process = true"))
+    alice = USERS["alice"].headers()
+    process = client.gateway.runtime["shadow_process"]
+    try:
+        await process.warm()
+        for _ in range(20):
+            assert (await client.get("/mirrored/same", headers=alice)).status_code == 200
+        await client.get("/mirrored/differ", headers=alice)
+        stats = await wait_for_mirror(client, count=21, attempts=400)
+        assert (stats["matches"], stats["mismatches"], stats["skipped"]) == (20, 1, 0)
+    finally:
+        process.close()
+
+
+async def test_the_shadow_process_is_replaced_when_it_dies(gateway_client):
+    client = gateway_client(CONFIG.replace("mirror_process = false", "mirror_process = true"))
+    alice = USERS["alice"].headers()
+    process = client.gateway.runtime["shadow_process"]
+    try:
+        await process.warm()
+        for pid in list(process.executor._processes):
+            os.kill(pid, signal.SIGKILL)
+        await client.get("/mirrored/same", headers=alice)
+        stats = await wait_for_mirror(client, count=0, attempts=400, errors=1)
+        assert stats["errors"] == 1  # the copy that met the dead process
+        await client.get("/mirrored/same", headers=alice)
+        stats = await wait_for_mirror(client, count=1, attempts=400)
+        assert stats["matches"] == 1
+    finally:
+        process.close()
