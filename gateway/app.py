@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from gateway import headers as H
-from gateway import metrics
+from gateway import logs, metrics
 from gateway.admin import AdminApp
 from gateway.backends import build_backend
 from gateway.backends.wsgi import ClientDisconnected
@@ -150,6 +150,9 @@ class Gateway:
                 try:
                     for backend in self.backends.values():
                         await backend.startup()
+                    shadow = self.runtime.get("shadow_process")
+                    if shadow is not None:
+                        await shadow.warm()
                     if self.reloader is not None:
                         await self.reloader.start()
                     self._sampler = asyncio.ensure_future(self.admin.series.run())
@@ -167,6 +170,7 @@ class Gateway:
                     shadow.close()
                 for backend in self.backends.values():
                     await backend.shutdown()
+                logs.flush()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -275,6 +279,9 @@ class Gateway:
             child["headers"] = [*H.inbound(raw_headers), (H.REQUEST_ID, rid), *route.extra_request_headers]
             child["stackgate.max_body_size"] = limit
             child["stackgate.request_id"] = request_id
+            # Policies add response headers here (RateLimit, X-Served-By): they go on every
+            # answer of the route, the gateway's own errors from further in included.
+            child["stackgate.response_headers"] = out_headers
             override = H.get(raw_headers, H.BACKEND_OVERRIDE)
             if override is not None:
                 child["stackgate.override"] = override

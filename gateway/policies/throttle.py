@@ -255,16 +255,10 @@ class Throttle:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         rates, key = self._select(scope)
         headers = await self._check(rates, key)
-        if headers is None:  # storage down and configured to allow
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), *headers]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+        if headers is None:  # storage down and configured to allow: the policy holds, its state is unknown
+            headers = [(b"ratelimit-policy", rates.policy_header)]
+        scope["stackgate.response_headers"].extend(headers)
+        await self.app(scope, receive, send)
 
     async def _check(self, rates: _RateSet, key: str) -> Optional[list[tuple[bytes, bytes]]]:
         limiter = self.limiter

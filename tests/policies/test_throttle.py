@@ -39,6 +39,7 @@ prefix = "/open"
 backend = "rec"
 auth = "none"
 throttle = "standard"
+max_body_size = "1MiB"
 
 [[routes]]
 prefix = "/fast"
@@ -116,6 +117,19 @@ async def test_refused_by_auth_spends_no_quota(client):
         assert (await client.get("/fast/x", headers=bad)).status_code == 401
     alice = USERS["alice"].headers()
     assert [(await client.get("/fast/x", headers=alice)).status_code for _ in range(2)] == [200, 200]
+    # The refused requests came from this client's address: its anonymous quota is whole too.
+    assert [(await client.get("/fast/x")).status_code for _ in range(3)] == [200, 200, 429]
+
+
+async def test_the_gateways_own_errors_on_a_throttled_route_carry_the_headers(client):
+    async def chunks():
+        yield b"x" * 600_000
+        yield b"x" * 600_000
+
+    response = await client.post("/open/upload", content=chunks(), headers={"Content-Type": "application/octet-stream"})
+    assert response.status_code == 413 and response.json()["error"]["code"] == "body_too_large"
+    assert response.headers["ratelimit-policy"] == '"standard-0";q=50;w=60'
+    assert re.fullmatch(r'"standard-0";r=49;t=\d+', response.headers["ratelimit"])
 
 
 async def test_forwarded_for_from_an_untrusted_peer_changes_nothing(gateway_client):
