@@ -6,6 +6,7 @@ import atexit
 import json
 import logging
 import logging.handlers
+import os
 import sys
 import threading
 import time
@@ -14,12 +15,17 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"mess
 
 
 class JSONFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.pid = os.getpid()  # which worker wrote the line (formatters are made in each worker)
+
     def format(self, record: logging.LogRecord) -> str:
         data = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
+            "pid": self.pid,
         }
         for key, value in record.__dict__.items():
             if key not in _STANDARD:
@@ -58,6 +64,12 @@ class BufferedStreamHandler(logging.handlers.MemoryHandler):
     def flush(self) -> None:
         self.last_flush = time.monotonic()
         super().flush()
+
+
+def flush() -> None:
+    """Write what is buffered: at shutdown, before uvicorn re-raises the signal (atexit would not run)."""
+    for handler in logging.getLogger("stackgate").handlers:
+        handler.flush()
 
 
 def setup(level: str = "info", access: bool = True) -> None:

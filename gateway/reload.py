@@ -67,7 +67,10 @@ class Reloader:
         except ConfigError as exc:
             return self._result(False, "invalid", "not applied: the file has problems; the previous config keeps serving", exc.problems, current.digest)
         if config.digest == current.digest:
-            return self.last
+            if self.last["ok"]:
+                return self.last
+            # A bad edit was undone: what serves is what the file says again.
+            return self._result(True, "unchanged", "the file is valid again and matches the serving config", [], current.digest)
         restart = self.gateway.restart_needed(config)
         if restart:
             return self._result(False, "restart_required", "not applied: these changes need a restart", restart, current.digest)

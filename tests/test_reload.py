@@ -99,3 +99,45 @@ async def test_watcher_picks_up_an_edit(setup):
             raise AssertionError("the edit was not picked up within 5 s")
     finally:
         await app.reloader.stop()
+
+
+async def test_undoing_a_bad_edit_clears_the_error(setup):
+    app, path, client = setup
+    good = path.read_text()
+    path.write_text(good.replace('backend = "rec"', 'backend = "nope"'))
+    assert app.reloader.reload()["ok"] is False
+    assert app.status()["last_reload"]["ok"] is False
+    path.write_text(good)
+    result = app.reloader.reload()
+    assert result["ok"] is True and result["problems"] == []
+    assert app.status()["last_reload"]["ok"] is True
+
+
+async def test_throttle_counters_survive_a_reload(tmp_path):
+    path = tmp_path / "config.toml"
+    throttled = CONFIG + '\n[throttle.policies.tight]\nrates = ["3/minute"]\n'
+    throttled = throttled.replace('auth = "none"', 'auth = "none"\nthrottle = "tight"')
+    path.write_text(throttled)
+    app = create_app(load_config(path), watch=True)
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+    assert [(await client.get("/v1/x")).status_code for _ in range(2)] == [200, 200]
+    path.write_text(throttled.replace('backend = "rec"', 'backend = "rec"\nname = "renamed"'))
+    assert app.reloader.reload()["message"] == "applied"
+    assert [(await client.get("/v1/x")).status_code for _ in range(2)] == [200, 429]
+
+
+async def test_sighup_reloads(setup):
+    import os
+    import signal
+
+    app, path, client = setup
+    await app.reloader.start()
+    try:
+        path.write_text(CONFIG.replace('prefix = "/v1"', 'prefix = "/v4"'))
+        os.kill(os.getpid(), signal.SIGHUP)
+        for _ in range(5):  # well inside the watcher's debounce: only the signal can have done it
+            await asyncio.sleep(0.002)
+        assert app.reloader.last["message"] == "applied"
+        assert (await client.get("/v4/x")).status_code == 200
+    finally:
+        await app.reloader.stop()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import threading
 import time
 
@@ -145,17 +147,30 @@ def test_every_worker_ends_on_the_same_version(running):
     new_text = render(50, 50)
     config.write_text(new_text)
     want = hashlib.sha256(new_text.encode()).hexdigest()[:12]
-    time.sleep(2.0)
-    versions = {httpx.get(server.url + "/_stackgate/health").json()["config_version"] for _ in range(40)}
-    assert versions == {want}
+    deadline = time.monotonic() + 5
+    while True:
+        seen = {}
+        for _ in range(40):
+            health = httpx.get(server.url + "/_stackgate/health").json()  # a new connection each: either worker
+            seen.setdefault(health["worker"], set()).add(health["config_version"])
+        if len(seen) == 2 and all(versions == {want} for versions in seen.values()):
+            break
+        assert time.monotonic() < deadline, seen
+        time.sleep(0.2)
+
+
+def access_lines(server, **match):
+    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    return [line for line in lines if line.get("logger") == "stackgate.access" and all(line.get(k) == v for k, v in match.items())]
 
 
 def test_metrics_count_every_request_across_two_workers(running):
     server, _ = running(render(50, 50), workers=2)
     sent = 300
-    with httpx.Client() as client:
-        for _ in range(sent):
-            assert client.get(server.url + "/ab/x").status_code == 200
+    for _ in range(sent // 10):
+        with httpx.Client() as client:  # a new connection every 10 requests, so both workers serve
+            for _ in range(10):
+                assert client.get(server.url + "/ab/x").status_code == 200
     text = httpx.get(server.url + "/_stackgate/metrics").text
     counted = 0.0
     for line in text.splitlines():
@@ -163,15 +178,48 @@ def test_metrics_count_every_request_across_two_workers(running):
             counted += float(line.rsplit(" ", 1)[1])
     assert counted == sent
     assert 'stackgate_request_duration_seconds_bucket{' in text
+    deadline = time.monotonic() + 3  # the access log is written in batches
+    while len(served := access_lines(server, route="ab")) < sent and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(served) == sent and len({line["pid"] for line in served}) == 2, "both workers served and were counted"
+
+
+def test_sighup_reloads_every_worker_in_place(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text(render(99, 1, rate="3/minute"))
+    env = base_env(STACKGATE_DATA_DIR=str(tmp_path), STACKGATE_WATCH="1")
+    server = GatewayProcess(config, env, workers=2).start()
+    try:
+        new_text = render(50, 50, rate="3/minute").replace('name = "ab"', 'name = "ab2"')
+        config.write_text(new_text)
+        want = hashlib.sha256(new_text.encode()).hexdigest()[:12]
+        os.kill(server.proc.pid, signal.SIGHUP)  # to the supervisor, as an operator would
+        deadline = time.monotonic() + 5
+        while True:
+            seen = {}
+            for _ in range(30):
+                with httpx.Client() as client:
+                    health = client.get(server.url + "/_stackgate/health").json()
+                seen[health["worker"]] = health["config_version"]
+            if len(seen) == 2 and set(seen.values()) == {want}:
+                break
+            assert time.monotonic() < deadline, seen
+            time.sleep(0.2)
+        workers = set(seen)
+        time.sleep(0.7)
+        assert {line["pid"] for line in access_lines(server)} <= workers | {None}
+        assert "restarting processes" not in server.log(), "the workers were reloaded, not replaced"
+    finally:
+        server.stop()
 
 
 def test_one_json_log_line_per_request(running):
     server, _ = running(render(50, 50))
     response = httpx.get(server.url + "/ab/x", headers={"X-Request-ID": "log-check-42"})
     assert response.headers["x-request-id"] == "log-check-42"
-    time.sleep(0.3)
-    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
-    mine = [line for line in lines if line.get("request_id") == "log-check-42"]
+    deadline = time.monotonic() + 3  # the access log is written in batches, at least every 0.5 s
+    while not (mine := access_lines(server, request_id="log-check-42")) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert len(mine) == 1
     entry = mine[0]
     assert entry["logger"] == "stackgate.access" and entry["route"] == "ab"
