@@ -42,7 +42,11 @@ GATEWAY_SET = frozenset(
 #: Method-override headers: a backend honouring one would serve another method than the one authorised.
 METHOD_OVERRIDE = frozenset({b"x-http-method-override", b"x-http-method", b"x-method-override"})
 
-STRIPPED = GATEWAY_SET | METHOD_OVERRIDE | {BACKEND_OVERRIDE}
+#: What a proxy says about the client. The gateway has already resolved it (``[gateway].trusted_proxies``)
+#: into the client address and scheme a backend gets; a client-sent copy would only contradict that.
+FORWARDED = frozenset({b"forwarded", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-port", b"x-real-ip"})
+
+STRIPPED = GATEWAY_SET | METHOD_OVERRIDE | FORWARDED | {BACKEND_OVERRIDE}
 
 
 def inbound(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:

@@ -36,7 +36,9 @@ SECRET = "test-secret-for-hs256-0123456789abcdef"
 HS_ISS = "https://hs.example"
 RS_ISS = "https://rs.example"
 AUDIENCE = "stackgate-tests"
-ALL_CHALLENGES = 'Bearer realm="stackgate", Basic realm="stackgate", ApiKey realm="stackgate", header="X-API-Key"'
+# One header per scheme (a browser reads one challenge per header); httpx joins them with ", ".
+CHALLENGE_HEADERS = ['Bearer realm="stackgate"', 'Basic realm="stackgate"', 'ApiKey realm="stackgate", header="X-API-Key"']
+ALL_CHALLENGES = ", ".join(CHALLENGE_HEADERS)
 
 KEYS = {name: new_key() for name in ("alice", "bob", "tester", "admin")}
 PASSWORDS = {"alice": "alice-pw", "tester": "tester-pw"}
@@ -512,7 +514,7 @@ async def test_authenticate_and_require(keys):
     assert (await require(scope(*basic_auth("tester", "tester-pw")), config, ["tester"])).name == "tester"
     with pytest.raises(GatewayError) as refused:
         await authenticate(scope(("X-API-Key", UNKNOWN_KEY)), config)
-    assert refused.value.status == 401 and refused.value.headers == [(b"www-authenticate", ALL_CHALLENGES.encode())]
+    assert refused.value.status == 401 and refused.value.headers == [(b"www-authenticate", c.encode()) for c in CHALLENGE_HEADERS]
     with pytest.raises(GatewayError) as refused:
         await require(scope(), config, ["admin"])
     assert refused.value.status == 401

@@ -84,13 +84,14 @@ class Authenticator:
         wanted = set(schemes) if schemes is not None else set(self.available)
         accepted = [name for name in SCHEMES if name in wanted and name in self.available]
         forms = [SCHEMES[name] for name in accepted]
-        challenge = ", ".join(_CHALLENGES[name].format(realm=self.realm) for name in accepted)
+        # One header per scheme: browsers read a single challenge per header, and must find Basic's.
+        challenges = tuple((H.WWW_AUTHENTICATE, _CHALLENGES[name].format(realm=self.realm).encode()) for name in accepted)
         return RoutePolicy(
             mode=mode,
             roles=frozenset(roles),
             schemes=frozenset(accepted),
             forward_credentials=forward,
-            challenge=((H.WWW_AUTHENTICATE, challenge.encode()),) if challenge else (),
+            challenge=challenges,
             forms=_either(forms) if forms else _NO_SCHEMES,
         )
 
