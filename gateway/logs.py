@@ -65,6 +65,12 @@ class BufferedStreamHandler(logging.handlers.MemoryHandler):
         self.last_flush = time.monotonic()
         super().flush()
 
+    def close(self) -> None:
+        # ``logging.config.dictConfig`` closes every handler it finds, and Django's setup
+        # calls it when its backend loads. MemoryHandler.close would drop the target, and
+        # from then on every record would pile up in the buffer, never written: keep it.
+        self.flush()
+
 
 def flush() -> None:
     """Write what is buffered: at shutdown, before uvicorn re-raises the signal (atexit would not run)."""
