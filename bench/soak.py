@@ -7,9 +7,16 @@ default) sends reads, writes, throttled and refused requests from concurrent
 clients; a third of the way in it edits ``config.toml`` (a hot reload), at
 half-time it restarts Redis. It then checks and reports:
 
-- no 5xx answers (none are injected: the throttle is ``on_store_error = "allow"``);
-- every acknowledged write (201) present exactly once in the database;
-- memory of the gateway's process tree flat over the second half of the run.
+- no 5xx answers (none are injected: the throttle is ``on_store_error = "allow"``),
+  no unexpected status and no client-side error (connection reset, timeout);
+- every acknowledged write (201) present exactly once in the database, and no
+  row that nobody asked for;
+- the reload applied: every worker ends on the edited config's version;
+- throttling back after the Redis restart (429s again for the tight consumer);
+- memory of the gateway's process tree flat over the second half of the run:
+  a least-squares line through the samples of the second half may rise by
+  less than ``--max-growth`` over that half (runs too short for the fit say
+  ``n/a``).
 
 Exit status 0 only when every check holds. The report goes to stdout, to
 ``bench/results/soak-<time>.json`` and, with ``--report FILE``, to a Markdown file.
@@ -212,6 +219,9 @@ class Soak:
         self.unexpected: list[str] = []
         self.rss: list[tuple[float, float]] = []
         self.events: list[str] = []
+        self.started = 0.0
+        self.redis_back_at: Optional[float] = None
+        self.throttled_after_restart = 0
         self.prefix = f"soak-{uuid.uuid4().hex[:8]}-"
 
     def render(self, rate: str) -> str:
@@ -220,7 +230,7 @@ class Soak:
     def start(self) -> None:
         self.redis.start()
         env = {k: v for k, v in os.environ.items() if k not in ("SCRIPT_NAME", "STACKGATE_CONFIG")}
-        env.update(DATABASE_URL=self.database.url, STACKGATE_DATA_DIR=str(self.folder), STACKGATE_LOG_LEVEL="warning")
+        env.update(DATABASE_URL=self.database.url, STACKGATE_DATA_DIR=str(self.folder), DJANGO_DEBUG="0")
         subprocess.run([sys.executable, "-m", "gateway", "migrate", "--verbosity", "0"], cwd=ROOT, env=env, check=True)
         self.config.write_text(self.render("100000/minute"))
         self.log = open(self.folder / "gateway.log", "wb")
@@ -291,6 +301,8 @@ class Soak:
                     elif roll < 0.88:
                         r = await http.get("/limited/todos", headers={"X-API-Key": self.keys["tight"]})
                         self.record("throttled", r.status_code, {200, 429})
+                        if r.status_code == 429 and self.redis_back_at is not None and time.monotonic() > self.redis_back_at:
+                            self.throttled_after_restart += 1
                     else:
                         r = await http.get(f"{prefix}/todos", headers={"X-API-Key": "sgk_wrong-" + str(number)})
                         self.record("refused", r.status_code, {401})
@@ -304,8 +316,9 @@ class Soak:
         await asyncio.sleep(duration / 6)
         self.redis.stop()
         self.events.append(f"{time.monotonic() - started:.0f}s: Redis stopped")
-        await asyncio.sleep(3)
+        await asyncio.sleep(min(3, duration / 10))
         self.redis.start()
+        self.redis_back_at = time.monotonic() + 1.5  # the gateway retries the store every second
         self.events.append(f"{time.monotonic() - started:.0f}s: Redis started again")
 
     async def sample_memory(self, deadline: float, started: float) -> None:
@@ -330,15 +343,21 @@ class Soak:
         missing = [t for t in acknowledged if found.get(t, 0) == 0]
         duplicated = [t for t in acknowledged if found.get(t, 0) > 1]
         unexplained = [t for t in found if t not in acknowledged and t not in self.unknown_writes]
-        second_half = [rss for at, rss in self.rss if at >= self.args.duration / 2]
-        growth = (second_half[-1] - second_half[0]) / second_half[0] if len(second_half) >= 2 else 0.0
-        status_text = httpx.get(f"http://127.0.0.1:{self.port}/_stackgate/health").json()
+        growth = fitted_growth([(at, rss) for at, rss in self.rss if at >= self.args.duration / 2])
+        want = hashlib.sha256(self.config.read_bytes()).hexdigest()[:12]
+        versions = {}
+        for _ in range(20):  # a new connection each time: every worker answers some
+            health = httpx.get(f"http://127.0.0.1:{self.port}/_stackgate/health").json()
+            versions[health.get("worker")] = health.get("config_version")
         five_xx = sum(n for status, n in self.statuses.items() if status >= 500)
         checks = {
             "no_5xx": five_xx == 0,
             "no_unexpected_status": not self.unexpected,
-            "every_acknowledged_write_once": not missing and not duplicated,
-            "memory_flat": growth < self.args.max_growth,
+            "no_client_side_error": not self.client_errors,
+            "every_acknowledged_write_once": not missing and not duplicated and not unexplained,
+            "reload_applied_on_every_worker": set(versions.values()) == {want},
+            "throttling_back_after_redis_restart": self.throttled_after_restart > 0,
+            "memory_flat": growth is None or growth < self.args.max_growth,
         }
         return {
             "duration_s": self.args.duration,
@@ -358,13 +377,29 @@ class Soak:
                 "unexplained_rows": unexplained[:20],
             },
             "rss_mib": {"first": self.rss[0][1] if self.rss else None, "last": self.rss[-1][1] if self.rss else None,
-                        "max": max((r for _, r in self.rss), default=None), "second_half_growth": round(growth, 4),
+                        "max": max((r for _, r in self.rss), default=None),
+                        "second_half_growth": None if growth is None else round(growth, 4),
                         "samples": [[round(a, 1), round(r, 1)] for a, r in self.rss]},
             "events": self.events,
-            "config_version_at_end": status_text.get("config_version"),
+            "config_version_wanted": want,
+            "config_version_per_worker": versions,
+            "throttled_after_redis_restart": self.throttled_after_restart,
             "checks": checks,
             "passed": all(checks.values()),
         }
+
+
+def fitted_growth(samples: list[tuple[float, float]]) -> Optional[float]:
+    """Rise of the least-squares line through ``samples`` over their span, relative to its start (None below 6 samples)."""
+    if len(samples) < 6:
+        return None
+    n = len(samples)
+    mean_t = sum(t for t, _ in samples) / n
+    mean_m = sum(m for _, m in samples) / n
+    slope = sum((t - mean_t) * (m - mean_m) for t, m in samples) / sum((t - mean_t) ** 2 for t, _ in samples)
+    span = samples[-1][0] - samples[0][0]
+    start = mean_m - slope * (mean_t - samples[0][0])
+    return slope * span / start
 
 
 def markdown(report: dict, command: str) -> str:
@@ -382,6 +417,8 @@ def markdown(report: dict, command: str) -> str:
     ]
     lines += [f"| {name.replace('_', ' ')} | {'yes' if ok else '**no**'} |" for name, ok in report["checks"].items()]
     writes = report["writes"]
+    memory = report["rss_mib"]
+    growth = "n/a (too short for a fit)" if memory["second_half_growth"] is None else f"{memory['second_half_growth'] * 100:.1f} %"
     lines += [
         "",
         f"Requests: {report['requests']}; by status: {report['statuses']}.  ",
@@ -390,8 +427,11 @@ def markdown(report: dict, command: str) -> str:
         f"missing: {len(writes['missing'])}; duplicated: {len(writes['duplicated'])}; "
         f"outcome unknown (client-side error before an answer): {writes['unknown_outcome']}.  ",
         f"Client-side errors: {report['client_errors'] or 'none'}.  ",
-        f"Memory of the gateway's process tree (MiB): first {report['rss_mib']['first']:.0f}, last {report['rss_mib']['last']:.0f}, "
-        f"max {report['rss_mib']['max']:.0f}; growth over the second half {report['rss_mib']['second_half_growth'] * 100:.1f} %.",
+        f"Memory of the gateway's process tree (RSS, MiB, every 5 s): first {memory['first']:.0f}, last {memory['last']:.0f}, "
+        f"max {memory['max']:.0f}; fitted growth over the second half: {growth}.  ",
+        f"Samples (s, MiB): {', '.join(f'{a:.0f}: {r:.0f}' for a, r in memory['samples'][::6])}.  ",
+        f"Config version at the end, per worker: {report['config_version_per_worker']} (wanted {report['config_version_wanted']}); "
+        f"429s for the tight consumer after Redis came back: {report['throttled_after_redis_restart']}.",
         "",
         "Events:",
         "",

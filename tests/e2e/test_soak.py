@@ -20,3 +20,5 @@ def test_short_soak_passes(tmp_path, redis_server):
     text = report.read_text()
     assert "**Result: PASSED**" in text
     assert "Redis stopped" in text and "config.toml edited" in text
+    for check in ("reload applied on every worker", "throttling back after redis restart", "no client side error"):
+        assert f"| {check} | yes |" in text, text
