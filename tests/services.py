@@ -131,13 +131,14 @@ class GatewayProcess:
     port: int = field(default_factory=free_port)
     proc: Optional[subprocess.Popen] = None
     log_path: Optional[Path] = None
+    log_dir: Optional[Path] = None  # default: beside the config
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> "GatewayProcess":
-        self.log_path = self.config_path.with_suffix(f".{self.port}.log")
+        self.log_path = (self.log_dir or self.config_path.parent) / f"{self.config_path.stem}.{self.port}.log"
         log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "run", "--config", str(self.config_path), "--port", str(self.port), "--workers", str(self.workers)],
