@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import re
 import time
 import uuid
@@ -153,6 +154,7 @@ class Gateway:
                     shadow = self.runtime.get("shadow_process")
                     if shadow is not None:
                         await shadow.warm()
+                    metrics.forget_dead_workers()
                     if self.reloader is not None:
                         await self.reloader.start()
                     self._sampler = asyncio.ensure_future(self.admin.series.run())
@@ -170,6 +172,7 @@ class Gateway:
                     shadow.close()
                 for backend in self.backends.values():
                     await backend.shutdown()
+                metrics.mark_process_dead(os.getpid())
                 logs.flush()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

@@ -111,6 +111,29 @@ def totals() -> dict[str, Any]:
     }
 
 
+def forget_dead_workers() -> list[int]:
+    """Drop the live gauges (busy, threads) of workers that are gone, e.g. killed and replaced by uvicorn.
+
+    A worker forgets itself at shutdown; one that was killed cannot, so each
+    worker does it for the others when it starts.
+    """
+    if not MULTIPROCESS:
+        return []
+    import glob
+    import re
+
+    from prometheus_client import multiprocess
+
+    gone = set()
+    for path in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "gauge_live*_*.db")):
+        match = re.search(r"_(\d+)\.db$", path)
+        if match and not os.path.exists(f"/proc/{match.group(1)}"):
+            gone.add(int(match.group(1)))
+    for pid in gone:
+        multiprocess.mark_process_dead(pid)
+    return sorted(gone)
+
+
 def mark_process_dead(pid: int) -> None:
     if MULTIPROCESS:
         from prometheus_client import multiprocess

@@ -225,3 +225,26 @@ def test_one_json_log_line_per_request(running):
     assert entry["logger"] == "stackgate.access" and entry["route"] == "ab"
     assert entry["backend"] in ("a", "b") and entry["status"] == 200 and entry["duration_ms"] > 0
     assert entry["method"] == "GET" and entry["path"] == "/ab/x"
+
+
+def _gauge(text: str, name: str, backend: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(f'{name}{{backend="{backend}"'))
+
+
+def test_a_killed_worker_leaves_no_stale_gauges(running):
+    server, _ = running(render(50, 50), workers=2)
+
+    def workers() -> set[int]:
+        return {httpx.get(server.url + "/_stackgate/health").json()["worker"] for _ in range(30)}
+
+    before = workers()
+    assert len(before) == 2
+    metrics = httpx.get(server.url + "/_stackgate/metrics").text
+    assert _gauge(metrics, "stackgate_backend_threads", "a") == 32  # 16 threads in each of 2 workers
+    os.kill(min(before), signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while (now := workers()) == before or len(now) < 2:
+        assert time.monotonic() < deadline, now
+        time.sleep(0.3)
+    metrics = httpx.get(server.url + "/_stackgate/metrics").text
+    assert _gauge(metrics, "stackgate_backend_threads", "a") == 32
