@@ -28,10 +28,11 @@ from gateway.admin import AdminApp
 from gateway.backends import build_backend
 from gateway.backends.wsgi import ClientDisconnected
 from gateway.config import Config
-from gateway.errors import GatewayError, send_error, send_gateway_error
+from gateway.errors import JSON_CONTENT_TYPE, GatewayError, error_body, send_error, send_gateway_error
 from gateway.paths import BadPath, canonical_path, encode_path, valid_method
 from gateway.policies import Runtime, build_chain, versions
 from gateway.routing import ADMIN_PREFIX, MethodNotAllowed, NoRoute, Route, RouteTable
+from gateway.server import TWO_HOSTS
 from gateway.types import Receive, Scope, Send
 
 logger = logging.getLogger("stackgate")
@@ -89,7 +90,12 @@ def compile_state(config: Config, backends: dict[str, Any], runtime: Runtime, ha
 
 
 def _host(headers: list[tuple[bytes, bytes]]) -> str:
-    value = H.get(headers, b"host")
+    value = None
+    for name, given in headers:
+        if name == b"host":
+            if value is not None:  # a backend would see both, joined: route on neither
+                raise GatewayError(*TWO_HOSTS)
+            value = given
     if not value:
         return ""
     host = value.decode("latin1").lower()
@@ -141,8 +147,8 @@ class Gateway:
             await self.state.entry(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
-        else:  # websocket: closing before accept is a 403 to the client
-            await send({"type": "websocket.close", "code": 1008})
+        elif kind == "websocket":
+            await _refuse_websocket(scope, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -297,6 +303,14 @@ class Gateway:
             await send_gateway_error(send_out, exc, request_id)
         except ClientDisconnected:
             status = status or 499
+        except asyncio.CancelledError:
+            # The server's graceful shutdown timed out on this request: answer it, then let the cancel go on.
+            if not response_started:
+                await send_error(
+                    send_out, 503, "shutting_down", "The gateway is shutting down; retry.", request_id,
+                    [(b"retry-after", b"1"), (b"connection", b"close")],
+                )
+            raise
         except Exception:
             logger.exception("request %s failed in backend %s", request_id, route.config.backend if route else "-")
             if response_started:
@@ -323,6 +337,21 @@ class Gateway:
                         "duration_ms": round(duration * 1000, 3),
                     },
                 )
+
+
+WEBSOCKET_REFUSED = "WebSocket connections are not supported by this gateway."
+
+
+async def _refuse_websocket(scope: Scope, send: Send) -> None:
+    """No route takes WebSockets: a 403 in the JSON shape where the server can send one, a close otherwise."""
+    if "websocket.http.response" not in scope.get("extensions", {}):
+        await send({"type": "websocket.close", "code": 1008})  # the server answers a bare 403
+        return
+    request_id = new_request_id()
+    body = error_body(403, "forbidden", WEBSOCKET_REFUSED, request_id)
+    headers = [JSON_CONTENT_TYPE, (b"content-length", str(len(body)).encode()), (H.REQUEST_ID, request_id.encode())]
+    await send({"type": "websocket.http.response.start", "status": 403, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": body})
 
 
 def _count_refusal(route: str, exc: GatewayError) -> None:

@@ -14,6 +14,7 @@ import httpx
 from pydantic import Field, field_validator
 
 from gateway.backends.base import Backend
+from gateway.backends.wsgi import ClientDisconnected
 from gateway.errors import GatewayError
 from gateway.paths import encode_path
 from gateway.schema import Schema
@@ -125,7 +126,7 @@ async def _request_body(receive: Receive, limit: int) -> AsyncIterator[bytes]:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise GatewayError(400, "client_disconnected", "The client disconnected during the request body.")
+            raise ClientDisconnected("client disconnected during the request body")  # nobody to answer
         chunk = message.get("body", b"")
         if chunk:
             size += len(chunk)

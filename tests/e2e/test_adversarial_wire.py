@@ -452,11 +452,6 @@ def test_an_upgrade_the_gateway_does_not_perform_closes_the_connection(server):
     assert (count(server, "h2c"), count(server, "after-upgrade")) == (1, 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway/app.py refuses a WebSocket with websocket.close before accept, which uvicorn turns into "
-    "a plain-text 403 with an empty body; the JSON shape needs the websocket.http.response extension",
-)
 def test_a_websocket_upgrade_is_refused_in_the_json_shape(server):
     data = (
         b"GET /v1/ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
@@ -705,13 +700,10 @@ def test_shutdown_is_bounded_by_the_graceful_timeout(shutdown_past_the_bound):
     assert result.answered_after <= 1 + MARGIN
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="at the graceful timeout uvicorn cancels the request task; gateway/app.py lets CancelledError "
-    "through and uvicorn answers a plain-text 500 'Internal Server Error'",
-)
 def test_a_request_cut_by_shutdown_gets_the_json_shape(shutdown_past_the_bound):
     response = shutdown_past_the_bound.response
     assert isinstance(response, httpx.Response), response
     assert response.headers["content-type"] == "application/json", (response.status_code, response.text)
     assert "Traceback" not in response.text
+    assert response.status_code == 503 and response.json()["error"]["code"] == "shutting_down"
+    assert response.headers["retry-after"] == "1"
