@@ -128,10 +128,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     if not os.environ.get("DATABASE_URL"):
         migrate(verbosity=0)  # the embedded SQLite default works on the first request
-    if args.workers > 1:
-        _hot_reload_on_sighup()
-    uvicorn.run(
-        "gateway.asgi:app",
+    settings = dict(
         host=args.host,
         port=args.port,
         workers=args.workers,
@@ -143,31 +140,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         http="gateway.server:HttpProtocol",
         timeout_graceful_shutdown=args.graceful_timeout,
     )
+    if args.workers > 1:
+        from gateway import supervisor
+
+        supervisor.serve(uvicorn.Config("gateway.asgi:app", **settings))
+    else:
+        uvicorn.run("gateway.asgi:app", **settings)
     if metrics_dir:
         shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
-
-
-def _hot_reload_on_sighup() -> None:
-    """SIGHUP to the supervisor reloads each worker's config in place, as it does with one worker.
-
-    uvicorn's supervisor would instead replace every worker, which skips the
-    checked reload (an invalid file would never be reported at
-    ``/_stackgate/status``) and drops in-memory throttle counters.
-    """
-    import signal
-    import sys
-
-    from uvicorn.supervisors.multiprocess import Multiprocess
-
-    class Supervisor(Multiprocess):
-        def handle_hup(self) -> None:
-            for process in self.processes:
-                if process.pid is not None:
-                    os.kill(process.pid, signal.SIGHUP)
-
-    # ``uvicorn.main`` is the package's ``main`` function, not the module that ``uvicorn.run`` reads.
-    sys.modules["uvicorn.main"].Multiprocess = Supervisor  # type: ignore[attr-defined]
 
 
 VERBS: dict[str, Callable[[argparse.Namespace], int]] = {

@@ -138,16 +138,7 @@ class GatewayProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> "GatewayProcess":
-        self.log_path = (self.log_dir or self.config_path.parent) / f"{self.config_path.stem}.{self.port}.log"
-        log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "run", "--config", str(self.config_path), "--port", str(self.port), "--workers", str(self.workers)],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self.launch()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -160,6 +151,20 @@ class GatewayProcess:
             time.sleep(0.1)
         self.stop()
         raise TimeoutError(f"gateway did not become healthy:\n{self.log()}")
+
+    def launch(self) -> "GatewayProcess":
+        """Start the process and return at once (``start`` also waits until it serves)."""
+        self.log_path = (self.log_dir or self.config_path.parent) / f"{self.config_path.stem}.{self.port}.log"
+        log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "run", "--config", str(self.config_path), "--port", str(self.port), "--workers", str(self.workers)],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
