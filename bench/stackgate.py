@@ -9,6 +9,7 @@ route ``auth``, ``roles``, ``throttle`` and either ``split`` or ``backend``;
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,9 +25,13 @@ ROUTE_NAME = "bench"
 
 
 def _backends(stacks: Sequence[Stack]) -> list[str]:
+    # STACKGATE_BENCH_THREADS=N sets every backend's pool size, to compare pool sizes; default: the config default.
+    threads = os.environ.get("STACKGATE_BENCH_THREADS")
     lines = []
     for stack in stacks:
-        lines += [f"[backends.{stack.name}]", 'kind = "wsgi"', f'app = "{stack.app}"', ""]
+        lines += [f"[backends.{stack.name}]", 'kind = "wsgi"', f'app = "{stack.app}"']
+        lines += [f"threads = {int(threads)}"] if threads else []
+        lines.append("")
     return lines
 
 
