@@ -28,6 +28,7 @@ from gateway.app import create_app
 from gateway.backends import wsgi as wsgi_backend
 from gateway.config import parse_config
 from gateway.paths import canonical_path
+from tests.adversarial_cases import BYTE_CASE_IDS, BYTE_CASES
 from tests.fixtures import wsgi_apps
 
 LIMIT = 64 * 1024
@@ -170,19 +171,9 @@ def ambiguous(path: str) -> bool:
 
 # -- every byte, raw and percent-encoded, inside a segment ----------------------------------------
 
-BYTE_CASES = [
-    (form, byte, raw)
-    for byte in range(256)
-    for form, raw in (
-        ("raw", b"/v1/a" + bytes([byte]) + b"b"),
-        ("upper", b"/v1/a%%%02Xb" % byte),
-        ("lower", b"/v1/a%%%02xb" % byte),
-    )
-    if not (form == "lower" and b"%02X" % byte == b"%02x" % byte)
-]
 
 
-@pytest.mark.parametrize("form, byte, raw", BYTE_CASES, ids=[f"{form}-{byte:02X}" for form, byte, _ in BYTE_CASES])
+@pytest.mark.parametrize("form, byte, raw", BYTE_CASES, ids=BYTE_CASE_IDS)
 async def test_every_byte_in_a_segment(app, form, byte, raw):
     answer = await call(app, raw)
     if answer.status == 200:

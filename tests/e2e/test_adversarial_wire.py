@@ -26,6 +26,7 @@ from urllib.parse import unquote_to_bytes
 import httpx
 import pytest
 
+from tests.adversarial_cases import BYTE_CASE_IDS, BYTE_CASES
 from tests.services import ROOT, GatewayProcess, base_env, free_port
 from tests.test_adversarial import GATEWAY_ONLY, ambiguous
 
@@ -188,19 +189,9 @@ def request(target: bytes, case: str, method: bytes = b"GET", extra: bytes = b""
 
 # -- every byte, raw and percent-encoded, inside a segment ----------------------------------------
 
-BYTE_CASES = [
-    (form, byte, target)
-    for byte in range(256)
-    for form, target in (
-        ("raw", b"/v1/a" + bytes([byte]) + b"b"),
-        ("upper", b"/v1/a%%%02Xb" % byte),
-        ("lower", b"/v1/a%%%02xb" % byte),
-    )
-    if not (form == "lower" and b"%02X" % byte == b"%02x" % byte)
-]
 
 
-@pytest.mark.parametrize("form, byte, target", BYTE_CASES, ids=[f"{f}-{b:02X}" for f, b, _ in BYTE_CASES])
+@pytest.mark.parametrize("form, byte, target", BYTE_CASES, ids=BYTE_CASE_IDS)
 def test_every_byte_in_a_segment(server, form, byte, target):
     case = f"{form}-{byte:02X}"
     before = count(server)
