@@ -28,7 +28,7 @@ from gateway.admin import AdminApp
 from gateway.backends import build_backend
 from gateway.backends.wsgi import ClientDisconnected
 from gateway.config import Config
-from gateway.errors import JSON_CONTENT_TYPE, GatewayError, error_body, send_error, send_gateway_error
+from gateway.errors import GatewayError, send_error, send_gateway_error
 from gateway.paths import BadPath, canonical_path, encode_path, valid_method
 from gateway.policies import Runtime, build_chain, versions
 from gateway.routing import ADMIN_PREFIX, MethodNotAllowed, NoRoute, Route, RouteTable
@@ -347,11 +347,12 @@ async def _refuse_websocket(scope: Scope, send: Send) -> None:
     if "websocket.http.response" not in scope.get("extensions", {}):
         await send({"type": "websocket.close", "code": 1008})  # the server answers a bare 403
         return
+
+    async def as_denial(message: dict) -> None:  # http.response.* -> websocket.http.response.*
+        await send({**message, "type": "websocket." + message["type"]})
+
     request_id = new_request_id()
-    body = error_body(403, "forbidden", WEBSOCKET_REFUSED, request_id)
-    headers = [JSON_CONTENT_TYPE, (b"content-length", str(len(body)).encode()), (H.REQUEST_ID, request_id.encode())]
-    await send({"type": "websocket.http.response.start", "status": 403, "headers": headers})
-    await send({"type": "websocket.http.response.body", "body": body})
+    await send_error(as_denial, 403, "forbidden", WEBSOCKET_REFUSED, request_id, [(H.REQUEST_ID, request_id.encode())])
 
 
 def _count_refusal(route: str, exc: GatewayError) -> None:
