@@ -29,6 +29,9 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 
 CONFIG = """
+[split]
+mirror_duty_cycle = {duty_cycle}
+
 [backends.flask]
 kind = "wsgi"
 app = "backends.flask_site.wsgi:app"
@@ -55,9 +58,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start(folder: Path, mirror: bool, env: dict, key: str, user: str) -> tuple[subprocess.Popen, int]:
+def start(folder: Path, mirror: bool, env: dict, key: str, user: str, duty_cycle: float) -> tuple[subprocess.Popen, int]:
     config = folder / f"mirror-{mirror}.toml"
-    config.write_text(CONFIG.format(user=user, digest=hashlib.sha256(key.encode()).hexdigest(), mirror=str(mirror).lower()))
+    config.write_text(CONFIG.format(user=user, digest=hashlib.sha256(key.encode()).hexdigest(), mirror=str(mirror).lower(), duty_cycle=duty_cycle))
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", "run", "--config", str(config), "--port", str(port)],
@@ -91,6 +94,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=1000, help="requests per round and configuration")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--duty-cycle", type=float, default=0.2, help="[split].mirror_duty_cycle of the mirrored gateway")
     args = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp(prefix="stackgate-mirror-"))
@@ -98,7 +102,7 @@ def main() -> int:
     env.update(STACKGATE_DATA_DIR=str(folder), STACKGATE_LOG_LEVEL="warning")
     subprocess.run([sys.executable, "-m", "gateway", "migrate", "--verbosity", "0"], cwd=ROOT, env=env, check=True)
     user, key = "bench", "sgk_" + secrets.token_urlsafe(32)
-    procs = {mirror: start(folder, mirror, env, key, user) for mirror in (False, True)}
+    procs = {mirror: start(folder, mirror, env, key, user, args.duty_cycle) for mirror in (False, True)}
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{procs[False][1]}", headers={"X-API-Key": key}) as client:
             ids = [client.post("/v1/todos", json={"title": f"t{i}"}).json()["id"] for i in range(20)]
@@ -114,17 +118,17 @@ def main() -> int:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(30)
 
-    def summary(values: list[float]) -> tuple[float, float, float]:
+    def summary(values: list[float]) -> tuple[float, float, float, float]:
         ordered = sorted(values)
         pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000  # noqa: E731
-        return statistics.median(ordered) * 1000, pick(0.90), pick(0.99)
+        return statistics.fmean(ordered) * 1000, statistics.median(ordered) * 1000, pick(0.90), pick(0.99)
 
     off, on = summary(results[False]), summary(results[True])
-    print(f"concurrency {args.concurrency}, {args.rounds} rounds x {args.requests} requests each")
-    print(f"{'':12} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}")
-    print(f"{'mirror off':12} {off[0]:8.2f} {off[1]:8.2f} {off[2]:8.2f}")
-    print(f"{'mirror on':12} {on[0]:8.2f} {on[1]:8.2f} {on[2]:8.2f}")
-    print(f"{'on / off':12} {on[0] / off[0]:8.2f} {on[1] / off[1]:8.2f} {on[2] / off[2]:8.2f}")
+    print(f"concurrency {args.concurrency}, {args.rounds} rounds x {args.requests} requests each, duty cycle {args.duty_cycle:g}")
+    print(f"{'':12} {'mean ms':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}")
+    print(f"{'mirror off':12} " + " ".join(f"{v:8.2f}" for v in off))
+    print(f"{'mirror on':12} " + " ".join(f"{v:8.2f}" for v in on))
+    print(f"{'on / off':12} " + " ".join(f"{b / a:8.2f}" for a, b in zip(off, on)))
     print("mirror results:", "; ".join(compared) or "none")
     return 0
 

@@ -100,6 +100,13 @@ class Reloader:
             except (asyncio.CancelledError, Exception):
                 pass
 
+    def _reload_logged(self) -> None:
+        try:
+            self.reload()
+        except Exception:  # a bug must not end the watch: the next edit (or poll) tries again
+            self.seen = None
+            logger.exception("config reload failed", extra={"config": str(self.path)})
+
     async def _watch(self) -> None:
         from watchfiles import awatch
 
@@ -108,14 +115,20 @@ class Reloader:
         # catches an edit made before the watch began and file systems without inotify.
         target = str(self.path)
         folder = os.path.dirname(target)
-        self.reload()
-        async for _ in awatch(
-            folder,
-            watch_filter=lambda _change, changed: os.path.abspath(changed) == target,
-            debounce=DEBOUNCE_MS,
-            step=20,
-            recursive=False,
-            rust_timeout=POLL_MS,
-            yield_on_timeout=True,
-        ):
-            self.reload()
+        self._reload_logged()
+        while True:
+            try:
+                async for _ in awatch(
+                    folder,
+                    watch_filter=lambda _change, changed: os.path.abspath(changed) == target,
+                    debounce=DEBOUNCE_MS,
+                    step=20,
+                    recursive=False,
+                    rust_timeout=POLL_MS,
+                    yield_on_timeout=True,
+                ):
+                    self._reload_logged()
+            except Exception as exc:  # the folder went away, or the watcher failed: poll until it works again
+                logger.warning("watching %s failed (%r); polling every %g s", folder, exc, POLL_MS / 1000)
+                await asyncio.sleep(POLL_MS / 1000)
+                self._reload_logged()

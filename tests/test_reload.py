@@ -141,3 +141,30 @@ async def test_sighup_reloads(setup):
         assert (await client.get("/v4/x")).status_code == 200
     finally:
         await app.reloader.stop()
+
+
+async def test_the_watch_outlives_a_reload_that_fails_unexpectedly(setup, monkeypatch, caplog):
+    app, path, client = setup
+    real_apply = app.apply
+    calls = []
+
+    def apply_once_broken(config):
+        calls.append(config.digest)
+        if len(calls) == 1:
+            raise RuntimeError("a bug while compiling")
+        real_apply(config)
+
+    monkeypatch.setattr(app, "apply", apply_once_broken)
+    await app.reloader.start()
+    try:
+        await asyncio.sleep(0.3)
+        path.write_text(CONFIG.replace('prefix = "/v1"', 'prefix = "/v5"'))
+        for _ in range(200):  # the same file is tried again (the poll), not marked as seen
+            if (await client.get("/v5/x")).status_code == 200:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"the watch stopped after the failed reload: {calls}")
+        assert "config reload failed" in caplog.text and "a bug while compiling" in caplog.text
+    finally:
+        await app.reloader.stop()

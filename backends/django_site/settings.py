@@ -62,6 +62,11 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": dj_database_url.parse(database_url())}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Write-ahead log: two stacks, their threads and the shadow process share one file, and
+    # in WAL readers never block a writer (nor a writer its readers). The mode is kept in
+    # the file, so the Flask stack, which only opens what Django's migrations made, has it too.
+    DATABASES["default"].setdefault("OPTIONS", {})["init_command"] = "PRAGMA journal_mode=WAL;"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # The API's caller comes from REMOTE_USER through DRF (todos/authentication.py);

@@ -13,9 +13,7 @@ skipped and counted), which bounds its cost.
 from __future__ import annotations
 
 import asyncio
-import difflib
 import io
-import json
 import logging
 import time
 from collections import deque
@@ -24,6 +22,7 @@ from typing import Any, Optional
 
 from gateway import metrics
 from gateway.backends.wsgi import make_environ
+from gateway.policies.compare import Answer, Mismatch, compare, content_type
 from gateway.types import Receive, Scope, Send
 
 logger = logging.getLogger("stackgate.mirror")
@@ -81,28 +80,8 @@ class _Captured:
     body: bytearray = field(default_factory=bytearray)
     too_big: bool = False
 
-
-def _strip(value: Any, ignore: frozenset[str]) -> Any:
-    if isinstance(value, dict):
-        return {k: _strip(v, ignore) for k, v in value.items() if k not in ignore}
-    if isinstance(value, list):
-        return [_strip(v, ignore) for v in value]
-    return value
-
-
-def _normalise(captured: _Captured, ignore: frozenset[str]) -> Any:
-    if b"json" in captured.content_type:
-        try:
-            return _strip(json.loads(bytes(captured.body)), ignore)
-        except ValueError:
-            pass
-    return bytes(captured.body).decode("utf-8", "replace")
-
-
-def _render(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return value.splitlines()
-    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False).splitlines()
+    def answer(self) -> Answer:
+        return Answer(self.status, self.content_type, bytes(self.body))
 
 
 class Mirror:
@@ -126,7 +105,7 @@ class Mirror:
         async def capture(message: dict) -> None:
             if message["type"] == "http.response.start":
                 primary.status = message["status"]
-                primary.content_type = _content_type(message.get("headers", ()))
+                primary.content_type = content_type(message.get("headers", ()))
             elif message["type"] == "http.response.body" and not primary.too_big:
                 primary.body += message.get("body", b"")
                 if len(primary.body) > self.max_body:
@@ -166,53 +145,37 @@ class Mirror:
         async def send(message: dict) -> None:
             if message["type"] == "http.response.start":
                 shadow.status = message["status"]
-                shadow.content_type = _content_type(message.get("headers", ()))
+                shadow.content_type = content_type(message.get("headers", ()))
             elif message["type"] == "http.response.body" and not shadow.too_big:
                 shadow.body += message.get("body", b"")
                 if len(shadow.body) > self.max_body:
                     shadow.too_big = True
 
         started = time.perf_counter()
+        served_name, other_name = served.decode(), name.decode()
         try:
             if self.process is not None and getattr(backend, "kind", None) == "wsgi":
                 environ = make_environ(scope, io.BytesIO(b""), 0)
-                shadow.status, headers, body = await self.process.call(backend.name, environ, self.max_body)
-                shadow.content_type = _content_type(headers)
-                if body is None:
-                    shadow.too_big = True
-                else:
-                    shadow.body += body
+                outcome = await self.process.run(backend.name, environ, self.max_body, primary.answer(), self.ignore, served_name)
             else:
                 await backend(dict(scope, headers=list(scope["headers"])), receive, send)
+                if shadow.too_big:
+                    outcome = ("skipped",)
+                else:
+                    mismatch = compare(primary.answer(), shadow.answer(), self.ignore, served_name, other_name)
+                    outcome = ("match",) if mismatch is None else ("mismatch", mismatch)
         except Exception as exc:
-            self.stats.record("error")
-            logger.warning("mirror request to %s failed: %r", name.decode(), exc)
-            return
+            outcome = ("error", repr(exc))
         finally:
             done.set()
             self.in_flight[name] -= 1
-        if shadow.too_big:
-            self.stats.record("skipped")
-            return
-        self._compare(scope, served, primary, name, shadow, time.perf_counter() - started)
+        if outcome[0] == "error":
+            logger.warning("mirror request to %s failed: %s", other_name, outcome[1])
+        self.stats.record(outcome[0])
+        if outcome[0] == "mismatch":
+            self._keep(scope, served_name, other_name, outcome[1], time.perf_counter() - started)
 
-    def _compare(self, scope: Scope, served: bytes, primary: _Captured, name: bytes, shadow: _Captured, seconds: float) -> None:
-        a, b = _normalise(primary, self.ignore), _normalise(shadow, self.ignore)
-        if primary.status == shadow.status and a == b:
-            self.stats.record("match")
-            return
-        self.stats.record("mismatch")
-        served_name, other_name = served.decode(), name.decode()
-        diff = list(
-            difflib.unified_diff(
-                [f"status: {primary.status}", *_render(a)],
-                [f"status: {shadow.status}", *_render(b)],
-                fromfile=served_name,
-                tofile=other_name,
-                lineterm="",
-                n=2,
-            )
-        )
+    def _keep(self, scope: Scope, served_name: str, other_name: str, mismatch: Mismatch, seconds: float) -> None:
         query = scope.get("query_string", b"").decode("latin1")
         self.stats.recent.append(
             {
@@ -223,15 +186,8 @@ class Mirror:
                 "identity": scope.get("stackgate.identity"),
                 "served_by": served_name,
                 "compared_with": other_name,
-                "status": [primary.status, shadow.status],
-                "diff": "\n".join(diff),
+                "status": mismatch.status,
+                "diff": mismatch.diff,
                 "shadow_ms": round(seconds * 1000, 2),
             }
         )
-
-
-def _content_type(headers: Any) -> bytes:
-    for name, value in headers:
-        if name == b"content-type":
-            return value
-    return b""

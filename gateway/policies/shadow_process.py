@@ -1,42 +1,57 @@
-"""Shadow requests to WSGI stacks, run in a process of their own.
+"""Shadow copies to WSGI stacks, run and compared in a process of their own.
 
-A shadow copy costs about what the client's request cost. In the gateway's
-process it would compete for the GIL with the *next* client request and
-slow it down; in a separate process it runs on another core. The process is
-started on the first shadow request, loads the WSGI apps by their import
-strings, and runs one request at a time. It is started with the gateway
-(``warm``), so that the first copies are not skipped while it imports the
-stacks.
+A shadow copy costs about what the client's request cost. Run in the
+gateway's process it would compete for the GIL with the *next* client
+request; in a process of its own it runs on another core. That process
+loads the WSGI apps by their import strings, runs one copy at a time, and
+compares the answer with the served one there (``gateway.policies.compare``),
+so only a small result comes back. It runs at the lowest CPU priority
+(Linux's ``SCHED_IDLE``, elsewhere ``nice`` 19), and rests after each copy so
+that it runs copies at most ``[split].mirror_duty_cycle`` of the time: a copy
+running beside a client's request slows it even at the lowest priority
+(shared caches, shared host cores). On a busy machine copies wait, and beyond
+the mirror's queue they are skipped and counted: mirroring pauses by itself.
+A starved copy holds no lock a client waits for: PostgreSQL readers never
+block writers, and the embedded SQLite database runs in WAL mode.
+
+The channel is one Unix socket with length-prefixed pickles, read by the
+event loop itself: no executor, no feeder or result threads taking the GIL.
+The process is started with the gateway (``warm``) so that the first copies
+do not wait for the stacks to import, and replaced when it dies (after a
+pause that doubles, up to a minute, while it keeps dying young).
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
-import multiprocessing
-import os
-import sys
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+import json
 import logging
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import time
 from typing import Any, Optional
+
+from gateway.policies.compare import Answer, compare, content_type
 
 logger = logging.getLogger("stackgate.mirror")
 
-_APPS: dict[str, Any] = {}
 _UNPICKLABLE = ("asgi.scope", "wsgi.input", "wsgi.errors")
+_READY = 0  # the sequence number of the frame that says the apps are loaded
+_BOOT = "import json, sys; a = json.loads(sys.argv[1]); sys.path[:0] = a['path']; from gateway.policies.shadow_process import main; main(a['apps'], int(sys.argv[2]))"
 
 
-def _init(apps: dict[str, str]) -> None:
-    from gateway.backends.base import load_app
-
-    os.environ.pop("SCRIPT_NAME", None)
-    for name, target in apps.items():
-        _APPS[name] = load_app(target)
+class ShadowUnavailable(Exception):
+    """The shadow process is not running (it died, or is closed); the copy is counted as an error."""
 
 
-def _ready() -> bool:
-    return True
+# -- in the shadow process ---------------------------------------------------
+
+_APPS: dict[str, Any] = {}
 
 
 def _call(name: str, environ: dict, limit: int) -> tuple[int, list[tuple[bytes, bytes]], Optional[bytes]]:
@@ -65,24 +80,142 @@ def _call(name: str, environ: dict, limit: int) -> tuple[int, list[tuple[bytes, 
     return int(head["status"].split(" ", 1)[0]), headers, None if size > limit else b"".join(chunks)
 
 
-class ShadowProcess:
-    def __init__(self, apps: dict[str, str]) -> None:
-        self.apps = apps
-        self.executor = self._start()
+def _run(name: str, environ: dict, limit: int, served: Answer, ignore: frozenset, served_name: str) -> tuple:
+    status, headers, body = _call(name, environ, limit)
+    if body is None:
+        return ("skipped",)
+    mismatch = compare(served, Answer(status, content_type(headers), body), ignore, served_name, name)
+    return ("match",) if mismatch is None else ("mismatch", mismatch)
 
-    def _start(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(
-            max_workers=1,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init,
-            initargs=(self.apps,),
-        )
+
+def _read_frame(stream: Any) -> Any:
+    head = stream.read(4)
+    if len(head) < 4:
+        return None
+    return pickle.loads(stream.read(int.from_bytes(head, "big")))
+
+
+def _write_frame(stream: Any, value: Any) -> None:
+    payload = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+    stream.write(len(payload).to_bytes(4, "big") + payload)
+    stream.flush()
+
+
+def main(apps: dict[str, str], fd: int) -> None:
+    """The shadow process: load the apps, then run copies until the gateway closes the socket."""
+    # The gateway ends this process by closing the socket, after its own in-flight requests.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # Linux: only what no one else wants
+    except (AttributeError, OSError):  # pragma: no cover - elsewhere, the lowest nice level
+        try:
+            os.nice(19)
+        except OSError:
+            pass
+    from gateway.backends.base import load_app
+
+    for name, target in apps.items():
+        _APPS[name] = load_app(target)
+    channel = socket.socket(fileno=fd)
+    rfile, wfile = channel.makefile("rb"), channel.makefile("wb")
+    _write_frame(wfile, (_READY, None))
+    while (frame := _read_frame(rfile)) is not None:
+        seq, duty_cycle, job = frame
+        started = time.perf_counter()
+        try:
+            outcome = _run(*job)
+        except Exception as exc:  # the app failed on the copy: reported, the process goes on
+            outcome = ("error", repr(exc))
+        _write_frame(wfile, (seq, outcome))
+        # Rest so that copies run at most duty_cycle of the time: even at the lowest priority a
+        # copy running beside a client's request slows it (shared caches, a shared host).
+        rest = (time.perf_counter() - started) * (1 / duty_cycle - 1)
+        if rest > 0:
+            time.sleep(rest)
+
+
+# -- in the gateway's process ------------------------------------------------
+
+
+class ShadowProcess:
+    def __init__(self, apps: dict[str, str], duty_cycle: float = 1.0) -> None:
+        self.apps = apps
+        self.duty_cycle = duty_cycle
+        self.proc: Optional[subprocess.Popen] = None
+        self._writer: Optional[asyncio.StreamWriter] = None
+        self._ready: Optional[asyncio.Future] = None
+        self._pending: dict[int, asyncio.Future] = {}
+        self._seq = _READY
+        self._retry_at = 0.0
+        self._young_deaths = 0  # deaths in a row, each within a minute of its start
+        self._closed = False
+        self._warming: Optional[asyncio.Task] = None
+        self._reading: Optional[asyncio.Task] = None
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
+
+    async def _channel(self) -> asyncio.StreamWriter:
+        if self._writer is not None:
+            return self._writer
+        if self._closed:
+            raise ShadowUnavailable("the shadow process is closed")
+        if time.monotonic() < self._retry_at:
+            raise ShadowUnavailable("the shadow process died; a new one starts shortly")
+        ours, theirs = socket.socketpair()
+        env = {k: v for k, v in os.environ.items() if k not in ("PROMETHEUS_MULTIPROC_DIR", "SCRIPT_NAME")}
+        argv = [sys.executable, "-c", _BOOT, json.dumps({"path": sys.path, "apps": self.apps}), str(theirs.fileno())]
+        try:
+            self.proc = subprocess.Popen(argv, pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL)
+        finally:
+            theirs.close()
+        reader, writer = await asyncio.open_unix_connection(sock=ours)
+        self._writer = writer
+        self._ready = asyncio.get_running_loop().create_future()
+        self._reading = asyncio.ensure_future(self._read_results(reader, writer, self.proc, self._ready))
+        return writer
+
+    async def _read_results(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, proc: subprocess.Popen, ready: asyncio.Future) -> None:
+        started = time.monotonic()
+        try:
+            while True:
+                head = await reader.readexactly(4)
+                seq, outcome = pickle.loads(await reader.readexactly(int.from_bytes(head, "big")))
+                if seq == _READY:
+                    ready.set_result(None)
+                    continue
+                future = self._pending.pop(seq, None)
+                if future is not None and not future.done():
+                    future.set_result(outcome)
+        except (asyncio.IncompleteReadError, OSError):
+            pass
+        if self._writer is writer:  # the process went away while in use
+            self._writer = None
+            # Replaced at once; if it keeps dying young, after a pause that doubles up to a minute.
+            self._young_deaths = self._young_deaths + 1 if time.monotonic() - started < 60 else 1
+            pause = 0.0 if self._young_deaths == 1 else min(2.0 ** (self._young_deaths - 2), 60.0)
+            self._retry_at = time.monotonic() + pause
+            logger.warning("the shadow process (pid %s) exited; a new one starts %s", proc.pid, f"in {pause:g} s" if pause else "with the next copy")
+        if not ready.done():
+            ready.set_exception(ShadowUnavailable("the shadow process exited before it loaded the apps"))
+            ready.exception()  # retrieved: warm() may not be waiting
+        self._fail_pending("the shadow process exited")
+        writer.close()
+
+    def _fail_pending(self, reason: str) -> None:
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(ShadowUnavailable(reason))
 
     async def warm(self, timeout: float = 60.0) -> None:
         """Start the process and wait until it has loaded the apps (a failure is logged, not raised)."""
         try:
+            await self._channel()
             async with asyncio.timeout(timeout):
-                await asyncio.get_running_loop().run_in_executor(self.executor, _ready)
+                await asyncio.shield(self._ready)
         except Exception as exc:  # the copies then fail one by one, counted as mirror errors
             logger.warning("the shadow process did not start: %r", exc)
 
@@ -93,18 +226,47 @@ class ShadowProcess:
         except RuntimeError:
             pass
 
-    async def call(self, name: str, environ: dict, limit: int) -> tuple[int, list[tuple[bytes, bytes]], Optional[bytes]]:
+    async def run(self, name: str, environ: dict, limit: int, served: Answer, ignore: frozenset, served_name: str) -> tuple:
+        """Run one copy and compare it with ``served``: ``("match",)``, ``("mismatch", Mismatch)``,
+        ``("skipped",)`` (its body is over ``limit``) or ``("error", message)``."""
+        writer = await self._channel()
+        self._seq += 1
+        seq = self._seq
         portable = {k: v for k, v in environ.items() if k not in _UNPICKLABLE}
-        executor = self.executor
+        payload = pickle.dumps((seq, self.duty_cycle, (name, portable, limit, served, ignore, served_name)), pickle.HIGHEST_PROTOCOL)
+        future = asyncio.get_running_loop().create_future()
+        self._pending[seq] = future
+        writer.write(len(payload).to_bytes(4, "big") + payload)
         try:
-            return await asyncio.get_running_loop().run_in_executor(executor, _call, name, portable, limit)
-        except BrokenProcessPool:
-            # The process died (killed, out of memory): this copy is lost, the next ones get a new process.
-            if self.executor is executor:
-                logger.warning("the shadow process died; starting a new one")
-                executor.shutdown(wait=False, cancel_futures=True)
-                self.executor = self._start()
-            raise
+            return await future
+        finally:
+            self._pending.pop(seq, None)
 
     def close(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        """Close the channel: the process finishes the copy it runs, if any, and exits."""
+        self._closed = True
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            try:
+                writer.close()
+            except RuntimeError:  # pragma: no cover - the event loop is already closed
+                pass
+        self._fail_pending("the shadow process is closed")
+        if self._reading is not None:
+            self._reading.cancel()
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            try:
+                asyncio.get_running_loop().call_later(10, _reap, proc)
+            except RuntimeError:
+                _reap(proc)
+
+
+def _reap(proc: subprocess.Popen) -> None:
+    """End a closed shadow process that is still running (a copy stuck in a stack) and collect it."""
+    if proc.poll() is None:
+        proc.kill()
+        try:
+            proc.wait(1)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            pass

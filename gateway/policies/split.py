@@ -46,7 +46,9 @@ class SplitSettings(Schema):
     mirror_keep: int = Field(50, ge=1, le=10_000)
     """How many recent mismatches each route keeps for ``/_stackgate/mirror``."""
     mirror_process: bool = True
-    """Run shadow copies to WSGI stacks in a process of their own, so they never slow client requests."""
+    """Run shadow copies to WSGI stacks in a process of their own, at the lowest CPU priority."""
+    mirror_duty_cycle: float = Field(0.2, gt=0, le=1)
+    """Share of the time that process may spend running copies (it rests after each in proportion); more are skipped."""
 
 
 class RouteSplitFields(Schema):
@@ -168,12 +170,12 @@ def wrap(app: Any, route: Any, config: Any, runtime: dict) -> Any:
     if route.mirror:
         registry = runtime.setdefault("mirror", MirrorRegistry())
         stats = registry.for_route(route.label, settings.mirror_keep)
-        process = shadow_process(runtime, backends) if settings.mirror_process else None
+        process = shadow_process(runtime, backends, settings.mirror_duty_cycle) if settings.mirror_process else None
         mirror = Mirror(route, {name.encode(): backends[name] for name in route.split}, stats, settings.mirror_max_body, process)
     return Split(route, backends, settings, mirror)
 
 
-def shadow_process(runtime: dict, backends: dict[str, Any]) -> Any:
+def shadow_process(runtime: dict, backends: dict[str, Any], duty_cycle: float) -> Any:
     """The process that runs shadow copies to WSGI backends (one per gateway process, kept across reloads)."""
     from gateway.policies.shadow_process import ShadowProcess
 
@@ -184,4 +186,5 @@ def shadow_process(runtime: dict, backends: dict[str, Any]) -> Any:
             process.close()
         process = runtime["shadow_process"] = ShadowProcess(apps)
         process.warm_soon()  # on a reload; at start-up the lifespan warms it
+    process.duty_cycle = duty_cycle  # sent with every copy: a reload changes it at once
     return process

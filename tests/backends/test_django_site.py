@@ -501,3 +501,24 @@ def test_admin_session_login_works_under_a_prefix(make_client, owner):
     assert response.status_code == 302
     assert response.headers["location"] == "/v2/admin/"
     assert admin.get("/admin/todos/todo/").status_code == 200
+
+
+def test_a_write_is_not_blocked_by_a_reader_of_the_embedded_database(client):
+    """WAL mode: a reader in the middle of a transaction (a slow or starved shadow copy) holds no lock a write waits for."""
+    import sqlite3
+
+    from django.conf import settings
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA journal_mode")
+        assert cursor.fetchone()[0] == "wal"
+    reader = sqlite3.connect(settings.DATABASES["default"]["NAME"], isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM todos").fetchone()  # a read transaction left open
+        r = client.post("/todos", json={"title": "written beside a reader"})
+        assert r.status_code == 201, r.text
+    finally:
+        reader.execute("ROLLBACK")
+        reader.close()

@@ -54,6 +54,7 @@ def running(tmp_path):
     yield start
     for server in servers:
         server.stop()
+        print(f"--- gateway on {server.url} ---\n{server.log()[-20000:]}")  # shown when the test fails
 
 
 class Load:
@@ -147,7 +148,7 @@ def test_every_worker_ends_on_the_same_version(running):
     new_text = render(50, 50)
     config.write_text(new_text)
     want = hashlib.sha256(new_text.encode()).hexdigest()[:12]
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 10  # a worker still starting reads the file within a poll (2 s) of its start
     while True:
         seen = {}
         for _ in range(40):

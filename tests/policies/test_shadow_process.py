@@ -1,0 +1,124 @@
+"""The shadow process on its own: it runs and compares copies, stays out of the clients' way, and ends."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+
+from gateway.policies.compare import Answer
+from gateway.policies.shadow_process import ShadowProcess, ShadowUnavailable
+
+APPS = {"recorder": "tests.fixtures.wsgi_apps:recorder", "fail": "tests.fixtures.wsgi_apps:fail"}
+ENVIRON = {
+    "REQUEST_METHOD": "GET",
+    "SCRIPT_NAME": "",
+    "PATH_INFO": "/things",
+    "QUERY_STRING": "",
+    "SERVER_NAME": "gateway",
+    "SERVER_PORT": "80",
+    "SERVER_PROTOCOL": "HTTP/1.1",
+    "REMOTE_USER": "alice",
+    "wsgi.url_scheme": "http",
+}
+
+
+def seen(**changes) -> dict:
+    return {
+        "method": "GET", "script_name": "", "path_info": "/things", "query": "", "remote_user": "alice",
+        "content_length": None, "body_len": 0, "headers": {}, **changes,
+    }
+
+
+def answer(data: dict, status: int = 200) -> Answer:
+    return Answer(status, b"application/json", json.dumps(data).encode())
+
+
+async def test_it_runs_copies_and_compares_them_there():
+    process = ShadowProcess(APPS)
+    try:
+        await process.warm()
+        same = await process.run("recorder", ENVIRON, 1 << 20, answer(seen()), frozenset(), "flask")
+        assert same == ("match",)
+        kind, mismatch = await process.run("recorder", ENVIRON, 1 << 20, answer(seen(remote_user="bob")), frozenset(), "flask")
+        assert kind == "mismatch" and mismatch.status == [200, 200]
+        assert '-  "remote_user": "bob"' in mismatch.diff and '+  "remote_user": "alice"' in mismatch.diff
+        assert mismatch.diff.startswith("--- flask\n+++ recorder")
+        ignored = await process.run("recorder", ENVIRON, 1 << 20, answer(seen(remote_user="bob")), frozenset({"remote_user"}), "flask")
+        assert ignored == ("match",)
+        assert await process.run("recorder", ENVIRON, 10, answer(seen()), frozenset(), "flask") == ("skipped",)
+        kind, message = await process.run("fail", ENVIRON, 1 << 20, answer({}), frozenset(), "flask")
+        assert kind == "error" and "boom" in message
+        # Copies sent together are answered each with its own result.
+        results = await asyncio.gather(*(process.run("recorder", dict(ENVIRON, PATH_INFO=f"/{i}"), 1 << 20, answer(seen(path_info=f"/{i}")), frozenset(), "f") for i in range(20)))
+        assert results == [("match",)] * 20
+    finally:
+        process.close()
+
+
+async def test_it_runs_at_the_lowest_cpu_priority():
+    process = ShadowProcess(APPS)
+    try:
+        await process.warm()
+        assert os.sched_getscheduler(process.pid) == os.SCHED_IDLE
+    finally:
+        process.close()
+
+
+async def test_closing_it_ends_the_process():
+    process = ShadowProcess(APPS)
+    await process.warm()
+    proc = process.proc
+    process.close()
+    for _ in range(200):
+        if proc.poll() is not None:
+            break
+        await asyncio.sleep(0.025)
+    assert proc.poll() is not None
+    try:
+        await process.run("recorder", ENVIRON, 1 << 20, answer(seen()), frozenset(), "flask")
+    except ShadowUnavailable as exc:
+        assert "closed" in str(exc)
+    else:
+        raise AssertionError("a closed shadow process ran a copy")
+
+
+async def test_a_process_that_keeps_dying_is_restarted_after_growing_pauses(caplog):
+    process = ShadowProcess({"broken": "tests.fixtures.no_such_module:app"})
+    try:
+        await process.warm(timeout=30)
+        assert "did not start" in caplog.text
+        started = []
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            try:
+                await process.run("broken", ENVIRON, 1 << 20, answer({}), frozenset(), "flask")
+            except ShadowUnavailable:
+                pass
+            if process.proc not in started:
+                started.append(process.proc)
+            await asyncio.sleep(0.01)
+        # The first death is replaced at once, the next after 1 s, then 2 s: not one process per copy.
+        assert 2 <= len(started) <= 3, len(started)
+    finally:
+        process.close()
+
+
+async def test_it_rests_after_each_copy_to_keep_within_its_duty_cycle():
+    process = ShadowProcess({"busy": "tests.fixtures.wsgi_apps:busy"}, duty_cycle=0.25)
+    try:
+        await process.warm()
+        environ = dict(ENVIRON, QUERY_STRING="ms=20")
+        started = time.perf_counter()
+        results = await asyncio.gather(*(process.run("busy", environ, 1 << 20, answer({"busy": True}), frozenset(), "f") for _ in range(5)))
+        elapsed = time.perf_counter() - started
+        assert results == [("match",)] * 5
+        # 20 ms of CPU each at a quarter of a core: 80 ms per copy, the last one's rest not waited for.
+        assert elapsed >= 4 * 0.080 + 0.020 - 0.01, elapsed
+        process.duty_cycle = 1.0  # a reload changes it for the next copies
+        started = time.perf_counter()
+        await asyncio.gather(*(process.run("busy", environ, 1 << 20, answer({"busy": True}), frozenset(), "f") for _ in range(5)))
+        assert time.perf_counter() - started < elapsed
+    finally:
+        process.close()
