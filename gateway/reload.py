@@ -111,23 +111,22 @@ class Reloader:
         from watchfiles import awatch
 
         # Watch the folder: editors (and Kubernetes ConfigMaps) replace the file rather
-        # than write it. Every POLL_MS without an event the file is read anyway, which
-        # catches an edit made before the watch began and file systems without inotify.
+        # than write it. The file is also read at least every POLL_MS, whatever else
+        # happens in the folder (a log file beside it changes all the time): that catches
+        # an edit made before the watch began and file systems without inotify.
         target = str(self.path)
         folder = os.path.dirname(target)
         self._reload_logged()
         while True:
             try:
-                async for _ in awatch(
-                    folder,
-                    watch_filter=lambda _change, changed: os.path.abspath(changed) == target,
-                    debounce=DEBOUNCE_MS,
-                    step=20,
-                    recursive=False,
-                    rust_timeout=POLL_MS,
-                    yield_on_timeout=True,
+                last_read = time.monotonic()
+                async for changes in awatch(
+                    folder, debounce=DEBOUNCE_MS, step=20, recursive=False, rust_timeout=POLL_MS, yield_on_timeout=True
                 ):
-                    self._reload_logged()
+                    ours = any(os.path.abspath(changed) == target for _, changed in changes)
+                    if ours or time.monotonic() - last_read >= POLL_MS / 1000:
+                        last_read = time.monotonic()
+                        self._reload_logged()
             except Exception as exc:  # the folder went away, or the watcher failed: poll until it works again
                 logger.warning("watching %s failed (%r); polling every %g s", folder, exc, POLL_MS / 1000)
                 await asyncio.sleep(POLL_MS / 1000)

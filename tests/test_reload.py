@@ -168,3 +168,42 @@ async def test_the_watch_outlives_a_reload_that_fails_unexpectedly(setup, monkey
         assert "config reload failed" in caplog.text and "a bug while compiling" in caplog.text
     finally:
         await app.reloader.stop()
+
+
+async def test_an_edit_the_watch_missed_is_read_even_while_the_folder_is_busy(setup, monkeypatch):
+    """The edit lands before the watch is set up (as on a worker still starting), and a log
+    file beside the config changes all the time: the periodic read must still happen."""
+    app, path, client = setup
+    real_reload = app.reloader.reload
+    calls = []
+
+    def reload_then_edit():
+        result = real_reload()
+        if not calls:
+            path.write_text(CONFIG.replace('prefix = "/v1"', 'prefix = "/v6"'))
+        calls.append(result)
+        return result
+
+    monkeypatch.setattr(app.reloader, "reload", reload_then_edit)
+    busy = True
+
+    async def write_logs():
+        with open(path.parent / "gateway.log", "a") as log:
+            while busy:
+                log.write("a line\n")
+                log.flush()
+                await asyncio.sleep(0.05)
+
+    writer = asyncio.ensure_future(write_logs())
+    await app.reloader.start()
+    try:
+        for _ in range(160):
+            if (await client.get("/v6/x")).status_code == 200:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the missed edit was never read while the folder was busy")
+    finally:
+        busy = False
+        await writer
+        await app.reloader.stop()

@@ -46,8 +46,10 @@ _POLL = 0.25
 
 class WSGIBackendConfig(AppImportConfig):
     kind: Literal["wsgi"]
-    threads: int = Field(16, ge=1, le=1024)
-    """Worker threads of this backend's own pool."""
+    threads: int = Field(4, ge=1, le=1024)
+    """Worker threads of this backend's own pool. Few is fast: the GIL runs one at a time, and
+    16 measured 12-20 % slower with p99 up to 1.6x (docs/performance.md); raise it for views
+    that spend most of their time waiting on I/O, since each waiting call holds a thread."""
     queue: int = Field(256, ge=0)
     """Requests that may wait for a thread; beyond it the gateway answers 503."""
     timeout: float = Field(30.0, gt=0)

@@ -12,6 +12,7 @@ import time
 import httpx
 import pytest
 
+from gateway.backends.wsgi import WSGIBackendConfig
 from tests.services import GatewayProcess, base_env
 from tests.users import USERS, consumers_toml
 
@@ -241,11 +242,12 @@ def test_a_killed_worker_leaves_no_stale_gauges(running):
     before = workers()
     assert len(before) == 2
     metrics = httpx.get(server.url + "/_stackgate/metrics").text
-    assert _gauge(metrics, "stackgate_backend_threads", "a") == 32  # 16 threads in each of 2 workers
+    threads = WSGIBackendConfig.model_fields["threads"].default
+    assert _gauge(metrics, "stackgate_backend_threads", "a") == 2 * threads  # the default pool in each of 2 workers
     os.kill(min(before), signal.SIGKILL)
     deadline = time.monotonic() + 20
     while (now := workers()) == before or len(now) < 2:
         assert time.monotonic() < deadline, now
         time.sleep(0.3)
     metrics = httpx.get(server.url + "/_stackgate/metrics").text
-    assert _gauge(metrics, "stackgate_backend_threads", "a") == 32
+    assert _gauge(metrics, "stackgate_backend_threads", "a") == 2 * threads

@@ -122,3 +122,21 @@ async def test_it_rests_after_each_copy_to_keep_within_its_duty_cycle():
         assert time.perf_counter() - started < elapsed
     finally:
         process.close()
+
+
+async def test_a_copy_running_when_the_process_dies_fails_at_once():
+    process = ShadowProcess({"slow": "tests.fixtures.wsgi_apps:slow"})
+    try:
+        await process.warm()
+        running = asyncio.ensure_future(process.run("slow", dict(ENVIRON, QUERY_STRING="s=20"), 1 << 20, answer({}), frozenset(), "f"))
+        await asyncio.sleep(0.2)
+        os.kill(process.pid, 9)
+        async with asyncio.timeout(5):  # not after the 20 s the copy would have taken
+            try:
+                await running
+            except ShadowUnavailable as exc:
+                assert "exited" in str(exc)
+            else:
+                raise AssertionError("the copy did not fail with its process")
+    finally:
+        process.close()
