@@ -17,6 +17,7 @@ import itertools
 import logging
 import os
 import re
+import signal
 import time
 import uuid
 from dataclasses import dataclass
@@ -163,6 +164,8 @@ class Gateway:
                     metrics.forget_dead_workers()
                     if self.reloader is not None:
                         await self.reloader.start()
+                    else:
+                        _ignore_sighup()
                     self._sampler = asyncio.ensure_future(self.admin.series.run())
                 except Exception as exc:  # pragma: no cover - reported to the server
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
@@ -360,6 +363,18 @@ def _count_refusal(route: str, exc: GatewayError) -> None:
         metrics.AUTH_FAILURES.labels(route, str(exc.status)).inc()
     elif exc.code == "rate_limited":
         metrics.THROTTLED.labels(route).inc()
+
+
+def _ignore_sighup() -> None:
+    """Not watching (``STACKGATE_WATCH=0``): SIGHUP, the usual reload signal, must not end the process."""
+
+    def ignored() -> None:
+        logger.warning("SIGHUP ignored: the config is not watched (STACKGATE_WATCH=0); restart to apply a change")
+
+    try:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, ignored)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no SIGHUP here
+        pass
 
 
 def create_app(config: Config, watch: bool = False) -> Gateway:

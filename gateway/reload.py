@@ -87,7 +87,7 @@ class Reloader:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            loop.add_signal_handler(signal.SIGHUP, self.reload)
+            loop.add_signal_handler(signal.SIGHUP, self._reload_logged)
         except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no SIGHUP here
             pass
         self.task = asyncio.ensure_future(self._watch())

@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import socket
+from typing import Optional
 
 from uvicorn.config import STARTUP_FAILURE, Config
 from uvicorn.supervisors.multiprocess import Multiprocess, Process
@@ -53,11 +54,19 @@ def listening_sockets(host: str, port: int, count: int, backlog: int = 2048) -> 
     return sockets
 
 
+class Worker(Process):
+    def target(self, sockets: Optional[list[socket.socket]] = None) -> None:  # pragma: no cover - in the worker
+        # Until the worker's reloader takes SIGHUP over (in its lifespan), a SIGHUP sent to it
+        # directly (``pkill -HUP``) must not end it while it imports the stacks.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        super().target(sockets)
+
+
 class Supervisor(Multiprocess):
     """Worker ``i`` always serves ``sockets[i]``, and is replaced on the same socket if it dies."""
 
     def spawn(self, index: int) -> Process:
-        process = Process(self.config, [self.sockets[index]])
+        process = Worker(self.config, [self.sockets[index]])
         process.start()
         return process
 
@@ -84,7 +93,9 @@ class Supervisor(Multiprocess):
     def handle_hup(self) -> None:
         logger.info("Received SIGHUP, reloading the config of every worker.")
         for process in self.processes:
-            if process.pid is not None:
+            # A worker still starting has no SIGHUP handler yet (the signal would kill it), and
+            # it reads the config file as it starts anyway: only started workers are signalled.
+            if process.pid is not None and process.is_ready(timeout=1):
                 os.kill(process.pid, signal.SIGHUP)
 
     def handle_ttin(self) -> None:

@@ -213,6 +213,7 @@ def test_sighup_reloads_every_worker_in_place(tmp_path):
         assert "restarting processes" not in server.log(), "the workers were reloaded, not replaced"
     finally:
         server.stop()
+        print(f"--- gateway on {server.url} ---\n{server.log()[-20000:]}")  # shown when the test fails
 
 
 def test_one_json_log_line_per_request(running):
@@ -251,3 +252,42 @@ def test_a_killed_worker_leaves_no_stale_gauges(running):
         time.sleep(0.3)
     metrics = httpx.get(server.url + "/_stackgate/metrics").text
     assert _gauge(metrics, "stackgate_backend_threads", "a") == 2 * threads
+
+
+def test_sighup_while_the_workers_start_kills_none(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text(render(99, 1))
+    server = GatewayProcess(config, base_env(STACKGATE_DATA_DIR=str(tmp_path)), workers=2).launch()
+    try:
+        deadline = time.monotonic() + 30
+        while "Started parent process" not in server.log():  # the supervisor forwards SIGHUP from here on
+            assert time.monotonic() < deadline and server.proc.poll() is None, server.log()
+            time.sleep(0.01)
+        healthy = False
+        while not healthy and time.monotonic() < deadline:
+            os.kill(server.proc.pid, signal.SIGHUP)  # an operator's reload, again and again, while workers start
+            try:
+                healthy = httpx.get(server.url + "/_stackgate/health", timeout=0.5).status_code == 200
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        assert healthy, server.log()
+        time.sleep(1)
+        workers = {httpx.get(server.url + "/_stackgate/health", timeout=5).json()["worker"] for _ in range(30)}
+        assert len(workers) == 2
+        assert "died" not in server.log() and "Terminated child" not in server.log(), server.log()
+    finally:
+        server.stop()
+
+
+def test_sighup_without_watching_is_ignored_not_fatal(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text(render(99, 1))
+    server = GatewayProcess(config, base_env(STACKGATE_DATA_DIR=str(tmp_path), STACKGATE_WATCH="0")).start()
+    try:
+        os.kill(server.proc.pid, signal.SIGHUP)
+        time.sleep(0.5)
+        assert server.proc.poll() is None, server.log()
+        assert httpx.get(server.url + "/ab/x").status_code == 200
+        assert "SIGHUP ignored: the config is not watched" in server.log()
+    finally:
+        server.stop()
