@@ -191,9 +191,6 @@ class Limiter:
         self.settings_key = (settings.storage, settings.strategy, settings.max_keys, settings.key_prefix)
         self.storage = build_storage(settings)
         self.strategy = STRATEGIES[settings.strategy](self.storage)
-        from gateway.policies.redis_window import PipelinedSlidingWindow
-
-        self.pipelined = PipelinedSlidingWindow.for_limiter(self.storage, self.strategy)
         self.down_until = 0.0
         self.store_errors = 0
 
@@ -271,11 +268,8 @@ class Throttle:
             states = []
             refused = None
             for item, name in zip(rates.items, rates.names):
-                if limiter.pipelined is not None:  # Redis: hit and stats in one round trip
-                    allowed, reset, remaining = await limiter.pipelined.hit(item, self.name, key)
-                else:
-                    allowed = await limiter.strategy.hit(item, self.name, key)
-                    reset, remaining = await limiter.strategy.get_window_stats(item, self.name, key)
+                allowed = await limiter.strategy.hit(item, self.name, key)
+                reset, remaining = await limiter.strategy.get_window_stats(item, self.name, key)
                 states.append((name, remaining, reset))
                 if not allowed:
                     refused = reset
