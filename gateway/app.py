@@ -17,14 +17,13 @@ import itertools
 import logging
 import os
 import re
-import signal
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, Optional
 
 from gateway import headers as H
-from gateway import logs, metrics
+from gateway import logs, metrics, reload
 from gateway.admin import AdminApp
 from gateway.backends import build_backend
 from gateway.backends.wsgi import ClientDisconnected
@@ -165,7 +164,7 @@ class Gateway:
                     if self.reloader is not None:
                         await self.reloader.start()
                     else:
-                        _ignore_sighup()
+                        reload.on_sighup(_sighup_ignored)
                     self._sampler = asyncio.ensure_future(self.admin.series.run())
                 except Exception as exc:  # pragma: no cover - reported to the server
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
@@ -365,16 +364,9 @@ def _count_refusal(route: str, exc: GatewayError) -> None:
         metrics.THROTTLED.labels(route).inc()
 
 
-def _ignore_sighup() -> None:
+def _sighup_ignored() -> None:
     """Not watching (``STACKGATE_WATCH=0``): SIGHUP, the usual reload signal, must not end the process."""
-
-    def ignored() -> None:
-        logger.warning("SIGHUP ignored: the config is not watched (STACKGATE_WATCH=0); restart to apply a change")
-
-    try:
-        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, ignored)
-    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no SIGHUP here
-        pass
+    logger.warning("SIGHUP ignored: the config is not watched (STACKGATE_WATCH=0); restart to apply a change")
 
 
 def create_app(config: Config, watch: bool = False) -> Gateway:

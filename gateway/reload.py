@@ -33,6 +33,14 @@ DEBOUNCE_MS = 100
 POLL_MS = 2000
 
 
+def on_sighup(callback: Any) -> None:
+    """Run ``callback`` on the event loop at SIGHUP (nothing where the loop cannot take signals)."""
+    try:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, callback)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no SIGHUP here
+        pass
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -85,11 +93,7 @@ class Reloader:
         return self.last
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            loop.add_signal_handler(signal.SIGHUP, self._reload_logged)
-        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no SIGHUP here
-            pass
+        on_sighup(self._reload_logged)
         self.task = asyncio.ensure_future(self._watch())
 
     async def stop(self) -> None:

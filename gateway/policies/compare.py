@@ -67,6 +67,15 @@ def compare(served: Answer, other: Answer, ignore: frozenset[str], served_name: 
     return Mismatch([served.status, other.status], "\n".join(diff))
 
 
+def outcome(served: Answer, other: Optional[Answer], ignore: frozenset[str], served_name: str, other_name: str) -> tuple:
+    """A copy's result: ``("skipped",)`` (``other`` is None: its body was over the limit),
+    ``("match",)`` or ``("mismatch", Mismatch)``."""
+    if other is None:
+        return ("skipped",)
+    mismatch = compare(served, other, ignore, served_name, other_name)
+    return ("match",) if mismatch is None else ("mismatch", mismatch)
+
+
 def content_type(headers: Any) -> bytes:
     for name, value in headers:
         if name == b"content-type":

@@ -22,7 +22,7 @@ from typing import Any, Optional
 
 from gateway import metrics
 from gateway.backends.wsgi import make_environ
-from gateway.policies.compare import Answer, Mismatch, compare, content_type
+from gateway.policies.compare import Answer, Mismatch, content_type, outcome
 from gateway.types import Receive, Scope, Send
 
 logger = logging.getLogger("stackgate.mirror")
@@ -156,24 +156,21 @@ class Mirror:
         try:
             if self.process is not None and getattr(backend, "kind", None) == "wsgi":
                 environ = make_environ(scope, io.BytesIO(b""), 0)
-                outcome = await self.process.run(backend.name, environ, self.max_body, primary.answer(), self.ignore, served_name)
+                result = await self.process.run(backend.name, environ, self.max_body, primary.answer(), self.ignore, served_name)
             else:
                 await backend(dict(scope, headers=list(scope["headers"])), receive, send)
-                if shadow.too_big:
-                    outcome = ("skipped",)
-                else:
-                    mismatch = compare(primary.answer(), shadow.answer(), self.ignore, served_name, other_name)
-                    outcome = ("match",) if mismatch is None else ("mismatch", mismatch)
+                other = None if shadow.too_big else shadow.answer()
+                result = outcome(primary.answer(), other, self.ignore, served_name, other_name)
         except Exception as exc:
-            outcome = ("error", repr(exc))
+            result = ("error", repr(exc))
         finally:
             done.set()
             self.in_flight[name] -= 1
-        if outcome[0] == "error":
-            logger.warning("mirror request to %s failed: %s", other_name, outcome[1])
-        self.stats.record(outcome[0])
-        if outcome[0] == "mismatch":
-            self._keep(scope, served_name, other_name, outcome[1], time.perf_counter() - started)
+        if result[0] == "error":
+            logger.warning("mirror request to %s failed: %s", other_name, result[1])
+        self.stats.record(result[0])
+        if result[0] == "mismatch":
+            self._keep(scope, served_name, other_name, result[1], time.perf_counter() - started)
 
     def _keep(self, scope: Scope, served_name: str, other_name: str, mismatch: Mismatch, seconds: float) -> None:
         query = scope.get("query_string", b"").decode("latin1")

@@ -36,7 +36,7 @@ import sys
 import time
 from typing import Any, Optional
 
-from gateway.policies.compare import Answer, compare, content_type
+from gateway.policies.compare import Answer, content_type, outcome
 
 logger = logging.getLogger("stackgate.mirror")
 
@@ -82,10 +82,8 @@ def _call(name: str, environ: dict, limit: int) -> tuple[int, list[tuple[bytes, 
 
 def _run(name: str, environ: dict, limit: int, served: Answer, ignore: frozenset, served_name: str) -> tuple:
     status, headers, body = _call(name, environ, limit)
-    if body is None:
-        return ("skipped",)
-    mismatch = compare(served, Answer(status, content_type(headers), body), ignore, served_name, name)
-    return ("match",) if mismatch is None else ("mismatch", mismatch)
+    other = None if body is None else Answer(status, content_type(headers), body)
+    return outcome(served, other, ignore, served_name, name)
 
 
 def _read_frame(stream: Any) -> Any:
