@@ -25,12 +25,15 @@ ROUTE_NAME = "bench"
 
 
 def _backends(stacks: Sequence[Stack]) -> list[str]:
-    # STACKGATE_BENCH_THREADS=N sets every backend's pool size, to compare pool sizes; default: the config default.
+    # STACKGATE_BENCH_THREADS=N and STACKGATE_BENCH_OVERLAP_AFTER=S set every backend's `threads` and
+    # `overlap_after`, to compare executor settings; default: the config defaults.
     threads = os.environ.get("STACKGATE_BENCH_THREADS")
+    overlap = os.environ.get("STACKGATE_BENCH_OVERLAP_AFTER")
     lines = []
     for stack in stacks:
         lines += [f"[backends.{stack.name}]", 'kind = "wsgi"', f'app = "{stack.app}"']
         lines += [f"threads = {int(threads)}"] if threads else []
+        lines += [f"overlap_after = {float(overlap)}"] if overlap else []
         lines.append("")
     return lines
 

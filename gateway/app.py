@@ -36,7 +36,6 @@ from gateway.server import TWO_HOSTS
 from gateway.types import Receive, Scope, Send
 
 logger = logging.getLogger("stackgate")
-access_logger = logging.getLogger("stackgate.access")
 
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 _ID_PREFIX = uuid.uuid4().hex[:16]
@@ -325,20 +324,18 @@ class Gateway:
             backend_name = child.get("stackgate.backend") or (route.config.backend if route and route.config.backend else "-")
             if route_label != ADMIN_PREFIX:
                 metrics.observe_request(route_label, backend_name, status, duration)
-            if access_logger.isEnabledFor(logging.INFO):
-                access_logger.info(
-                    "request",
-                    extra={
-                        "request_id": request_id,
-                        "method": scope["method"],
-                        "path": scope["path"],
-                        "route": route_label,
-                        "backend": backend_name,
-                        "identity": child.get("stackgate.identity"),
-                        "status": status,
-                        "duration_ms": round(duration * 1000, 3),
-                    },
-                )
+            logs.access(
+                {
+                    "request_id": request_id,
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "route": route_label,
+                    "backend": backend_name,
+                    "identity": child.get("stackgate.identity"),
+                    "status": status,
+                    "duration_ms": round(duration * 1000, 3),
+                }
+            )
 
 
 WEBSOCKET_REFUSED = "WebSocket connections are not supported by this gateway."

@@ -33,8 +33,20 @@ class BadPath(ValueError):
     """The request path cannot be read one way only."""
 
 
+# A path of raw ASCII pchars without escapes: nothing to decode (the common case, one regex).
+_PLAIN = re.compile(rb"/[A-Za-z0-9\-._~!$&'()*+,=:@/]*")
+_PLAIN_STR = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+,=:@/]*")
+
+
 def canonical_path(raw: bytes) -> str:
     """Decode ``raw`` (the request target's path, still escaped) or raise BadPath."""
+    if _PLAIN.fullmatch(raw):
+        return _check_segments(raw.decode("ascii"))
+    return _decode(raw)
+
+
+def _decode(raw: bytes) -> str:
+    """The general case: every byte looked at, every escape decoded and checked."""
     if not raw.startswith(b"/"):
         raise BadPath("The request target must be a path starting with '/' (origin form).")
     out = bytearray()
@@ -63,6 +75,12 @@ def canonical_path(raw: bytes) -> str:
         raise BadPath("The path is not valid UTF-8.") from None
     if any(ch in path for ch in "\u0085\u2028\u2029") or any(0x80 <= ord(ch) < 0xA0 for ch in path):
         raise BadPath("The path must not contain control characters.")
+    return _check_segments(path)
+
+
+def _check_segments(path: str) -> str:
+    if "/." not in path and "//" not in path:
+        return path  # no dot segment and no empty one can be in it
     segments = path.split("/")
     for index, segment in enumerate(segments[1:], start=1):
         if segment in (".", ".."):
@@ -74,6 +92,8 @@ def canonical_path(raw: bytes) -> str:
 
 def encode_path(path: str) -> bytes:
     """The canonical escaped form of a canonical path (for ``raw_path``)."""
+    if _PLAIN_STR.fullmatch(path):
+        return path.encode("ascii")  # every character is one quote() keeps
     return quote(path, safe=_SAFE).encode("ascii")
 
 

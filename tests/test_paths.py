@@ -66,3 +66,26 @@ def test_refused(raw, message):
 @pytest.mark.parametrize("method, ok", [("GET", True), ("PROPFIND", True), ("get", False), ("G ET", False), ("", False), ("GET\r", False)])
 def test_method(method, ok):
     assert valid_method(method) is ok
+
+
+def _outcome(fn, *args):
+    try:
+        return fn(*args)
+    except BadPath as exc:
+        return ("refused", str(exc))
+
+
+def test_the_fast_path_reads_every_path_as_the_general_one_does():
+    import random
+    from urllib.parse import quote
+
+    from gateway.paths import _SAFE, _decode
+
+    rng = random.Random(7)
+    alphabet = [b"/", b"a", b"Z", b"9", b".", b"-", b"_", b"~", b"%2F", b"%41", b"%", b"//", b"/.", b"/..", b";", b"\\", b" ", b"\xc3\xa9", b"$", b"'"]
+    for _ in range(20000):
+        raw = b"/" + b"".join(rng.choice(alphabet) for _ in range(rng.randint(0, 8)))
+        assert _outcome(canonical_path, raw) == _outcome(_decode, raw), raw
+        path = _outcome(canonical_path, raw)
+        if isinstance(path, str):
+            assert encode_path(path) == quote(path, safe=_SAFE).encode("ascii"), path

@@ -24,7 +24,6 @@ import asyncio
 import io
 import logging
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Literal, Optional
 
@@ -33,6 +32,7 @@ from pydantic import Field
 
 from gateway import metrics
 from gateway.backends.base import AppImportConfig, Backend, load_app
+from gateway.backends.pool import HotPool
 from gateway.errors import GatewayError
 from gateway.schema import ByteSize
 from gateway.server import BODY_STALLED, BODY_TIMEOUT
@@ -54,6 +54,10 @@ class WSGIBackendConfig(AppImportConfig):
     """Requests that may wait for a thread; beyond it the gateway answers 503."""
     timeout: float = Field(30.0, gt=0)
     """Seconds until the response must start; then the gateway answers 504."""
+    overlap_after: float = Field(0.005, ge=0)
+    """Seconds a call may run before the next request starts beside it on another thread. Calls
+    shorter than this run one after another (fastest under the GIL, docs/performance.md); a call
+    that waits on I/O or runs long lets the next one start. 0: up to ``threads`` at once."""
     buffer_size: ByteSize = Field(1 << 20, ge=0)
     """Request and response bodies up to this size are passed in one hand-off."""
 
@@ -142,7 +146,7 @@ class WSGIBackend(Backend):
     def __init__(self, name: str, config: WSGIBackendConfig) -> None:
         super().__init__(name, config)
         self.app = load_app(config.app)
-        self.executor = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix=f"stackgate-{name}")
+        self.pool = HotPool(name, config.threads, config.overlap_after)
         self.capacity = config.threads + config.queue
         self.busy = 0
         self.rejected = 0
@@ -168,7 +172,7 @@ class WSGIBackend(Backend):
         return self.busy >= self.config.threads
 
     async def shutdown(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.pool.shutdown()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         loop = asyncio.get_running_loop()
@@ -200,24 +204,26 @@ class WSGIBackend(Backend):
         exchange = _Exchange(loop, self.config.buffer_size)
         self.busy += 1
         self._busy_gauge.inc()
-        future = loop.run_in_executor(self.executor, self._run, environ, exchange)
 
-        def finished(fut: asyncio.Future) -> None:
+        def finished(error: Optional[BaseException]) -> None:
             self.busy -= 1
             self._busy_gauge.dec()
-            if fut.cancelled():
-                exchange.settle("error", RuntimeError("the request was cancelled before a worker took it"))
-            elif fut.exception() is not None:
-                exchange.settle("error", fut.exception())
-            else:
-                exchange.settle("done", None)
+            exchange.settle("error" if error is not None else "done", error)
 
-        future.add_done_callback(finished)
+        try:
+            ticket = self.pool.submit(self._run, (environ, exchange), finished)
+        except RuntimeError:
+            self.busy -= 1
+            self._busy_gauge.dec()
+            raise
         timer = loop.call_later(self.config.timeout, exchange.settle, "timeout", None)
         try:
             kind, error = await exchange.head
         finally:
             timer.cancel()
+            if self.pool.cancel(ticket):  # timed out, or the client went away, before a thread took it
+                self.busy -= 1
+                self._busy_gauge.dec()
 
         if kind == "timeout":
             exchange.cancelled = True

@@ -36,7 +36,7 @@ from typing import Any, Literal, Optional
 
 import limits
 from limits.aio import strategies
-from limits.aio.storage import MemoryStorage, Storage
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from pydantic import Field, field_validator
 
 from gateway import metrics
@@ -136,6 +136,45 @@ class RouteThrottleFields(Schema):
     """Name of a ``[throttle.policies.NAME]`` table applied to this route."""
 
 
+_WRAPPED = (
+    "incr", "get", "get_expiry", "check", "reset", "clear",
+    "acquire_entry", "get_moving_window",
+    "acquire_sliding_window_entry", "get_sliding_window", "clear_sliding_window",
+)
+"""The methods limits wraps in its error translator (``limits.aio.storage.base._wrap_errors``)."""
+
+
+try:  # limits' own (private) wrapper; without it, nothing is peeled and all still works
+    from limits.aio.storage.base import _wrap_errors
+
+    _WRAPPER_CODE: Any = _wrap_errors(lambda: None).__code__  # type: ignore[arg-type]
+except (ImportError, AttributeError, TypeError):  # pragma: no cover - another limits release
+    _WRAPPER_CODE = None
+
+
+def _is_error_wrapper(fn: Any) -> bool:
+    return getattr(fn, "__code__", None) is _WRAPPER_CODE and hasattr(fn, "__wrapped__")
+
+
+def _wrap_once(cls: type, keep: bool) -> type:
+    """Peel limits' error wrappers off ``cls``'s storage methods, keeping one (``keep``) or none.
+
+    limits wraps each storage method again for every subclass and every mixin
+    (``__init_subclass__``), so one hit on the memory storage ran through ten
+    nested wrapper coroutines. The memory storage raises nothing to translate,
+    so it keeps none; Redis keeps one, so its errors still arrive as
+    ``limits.errors.StorageError``.
+    """
+    for name in _WRAPPED:
+        fn = cls.__dict__.get(name) or getattr(cls, name, None)
+        if fn is None or not _is_error_wrapper(fn):
+            continue
+        while _is_error_wrapper(fn.__wrapped__):
+            fn = fn.__wrapped__
+        setattr(cls, name, fn if keep else fn.__wrapped__)
+    return cls
+
+
 class BoundedMemoryStorage(MemoryStorage):
     """limits' memory storage with a cap on keys and a scan at most once a second.
 
@@ -169,12 +208,20 @@ class BoundedMemoryStorage(MemoryStorage):
                 self.locks.pop(key, None)
 
 
+_wrap_once(BoundedMemoryStorage, keep=False)
+
+
+class _RedisStorage(RedisStorage):
+    """limits' Redis storage with one error wrapper per method instead of several."""
+
+
+_wrap_once(_RedisStorage, keep=True)
+
+
 def build_storage(settings: ThrottleSettings) -> Storage:
     if settings.storage == "memory://":
         return BoundedMemoryStorage(settings.max_keys)
-    from limits.aio.storage import RedisStorage
-
-    return RedisStorage(
+    return _RedisStorage(
         "async+" + settings.storage,
         implementation="redispy",
         key_prefix=settings.key_prefix,

@@ -1,0 +1,186 @@
+"""The WSGI backends' thread pool: one call at a time until a call stalls, up to ``threads``."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from gateway.backends.pool import HotPool
+
+
+class Calls:
+    """Records which calls ran, on which thread, how many at once; each may be held."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.active = 0
+        self.most = 0
+        self.ran: list[tuple[str, str]] = []
+        self.started: dict[str, float] = {}
+        self.gates: dict[str, threading.Event] = {}
+
+    def hold(self, name: str) -> threading.Event:
+        self.gates[name] = threading.Event()
+        return self.gates[name]
+
+    def __call__(self, name: str, seconds: float = 0.0) -> None:
+        with self.lock:
+            self.active += 1
+            self.most = max(self.most, self.active)
+            self.started[name] = time.monotonic()
+            self.ran.append((name, threading.current_thread().name))
+        try:
+            if name in self.gates:
+                assert self.gates[name].wait(10), f"{name} was never released"
+            elif seconds:
+                time.sleep(seconds)
+        finally:
+            with self.lock:
+                self.active -= 1
+
+
+def submit(pool: HotPool, calls: Calls, name: str, seconds: float = 0.0):
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future = loop.create_future()
+    ticket = pool.submit(calls, (name, seconds), lambda error: done.set_result(error))
+    return ticket, done
+
+
+async def test_short_calls_run_one_at_a_time_on_one_hot_thread():
+    pool, calls = HotPool("t", threads=4, overlap_after=5.0), Calls()
+    try:
+        results = await asyncio.gather(*(submit(pool, calls, f"c{i}", 0.002)[1] for i in range(30)))
+    finally:
+        pool.shutdown()
+    assert results == [None] * 30
+    assert calls.most == 1
+    assert [name for name, _ in calls.ran] == [f"c{i}" for i in range(30)]  # first come, first served
+    assert len({thread for _, thread in calls.ran}) == 1
+
+
+async def test_a_stalled_call_lets_the_next_start_beside_it():
+    pool, calls = HotPool("t", threads=4, overlap_after=0.05), Calls()
+    release = calls.hold("slow")
+    try:
+        _, slow = submit(pool, calls, "slow")
+        _, quick = submit(pool, calls, "quick")
+        assert await asyncio.wait_for(quick, 5) is None  # while "slow" still runs
+        assert not slow.done()
+        waited = calls.started["quick"] - calls.started["slow"]
+        assert 0.04 <= waited < 1.0
+        release.set()
+        assert await asyncio.wait_for(slow, 5) is None
+    finally:
+        release.set()
+        pool.shutdown()
+
+
+async def test_every_stalled_call_opens_one_more_thread_up_to_threads():
+    pool, calls = HotPool("t", threads=3, overlap_after=0.02), Calls()
+    releases = [calls.hold(f"s{i}") for i in range(5)]
+    try:
+        futures = [submit(pool, calls, f"s{i}")[1] for i in range(5)]
+        await asyncio.sleep(0.5)
+        assert calls.active == 3 and calls.most == 3  # never more than threads
+        assert sorted(calls.started) == ["s0", "s1", "s2"]
+        releases[0].set()
+        assert await asyncio.wait_for(futures[0], 5) is None
+        await asyncio.sleep(0.2)
+        assert "s3" in calls.started and "s4" not in calls.started
+        for release in releases:
+            release.set()
+        assert await asyncio.wait_for(asyncio.gather(*futures), 5) == [None] * 5
+    finally:
+        for release in releases:
+            release.set()
+        pool.shutdown()
+
+
+async def test_overlap_after_zero_runs_up_to_threads_at_once():
+    pool, calls = HotPool("t", threads=3, overlap_after=0), Calls()
+    releases = [calls.hold(f"s{i}") for i in range(4)]
+    try:
+        futures = [submit(pool, calls, f"s{i}")[1] for i in range(4)]
+        for _ in range(100):
+            if calls.active == 3:
+                break
+            await asyncio.sleep(0.01)
+        assert calls.active == 3 and "s3" not in calls.started
+        for release in releases:
+            release.set()
+        assert await asyncio.wait_for(asyncio.gather(*futures), 5) == [None] * 4
+        assert calls.most == 3
+    finally:
+        for release in releases:
+            release.set()
+        pool.shutdown()
+
+
+async def test_a_withdrawn_call_never_runs():
+    pool, calls = HotPool("t", threads=1, overlap_after=0), Calls()
+    release = calls.hold("first")
+    try:
+        _, first = submit(pool, calls, "first")
+        ticket, second = submit(pool, calls, "second")
+        await asyncio.sleep(0.05)
+        assert pool.cancel(ticket) is True
+        release.set()
+        assert await asyncio.wait_for(first, 5) is None
+        _, third = submit(pool, calls, "third")
+        assert await asyncio.wait_for(third, 5) is None
+        assert [name for name, _ in calls.ran] == ["first", "third"]
+        assert not second.done()
+    finally:
+        release.set()
+        pool.shutdown()
+
+
+async def test_a_started_call_cannot_be_withdrawn():
+    pool, calls = HotPool("t", threads=1, overlap_after=0), Calls()
+    release = calls.hold("first")
+    try:
+        ticket, first = submit(pool, calls, "first")
+        await asyncio.sleep(0.05)
+        assert pool.cancel(ticket) is False
+        release.set()
+        assert await asyncio.wait_for(first, 5) is None
+    finally:
+        release.set()
+        pool.shutdown()
+
+
+async def test_an_exception_reaches_done_and_the_thread_goes_on():
+    pool = HotPool("t", threads=1, overlap_after=0)
+    loop = asyncio.get_running_loop()
+    outcomes: list[asyncio.Future] = [loop.create_future() for _ in range(2)]
+
+    def fail() -> None:
+        raise ValueError("boom")
+
+    try:
+        pool.submit(fail, (), outcomes[0].set_result)
+        pool.submit(lambda: None, (), outcomes[1].set_result)
+        error, fine = await asyncio.wait_for(asyncio.gather(*outcomes), 5)
+    finally:
+        pool.shutdown()
+    assert isinstance(error, ValueError) and str(error) == "boom"
+    assert fine is None
+
+
+async def test_after_shutdown_nothing_new_is_taken():
+    pool, calls = HotPool("t", threads=1, overlap_after=0), Calls()
+    release = calls.hold("running")
+    _, running = submit(pool, calls, "running")
+    _, queued = submit(pool, calls, "queued")
+    await asyncio.sleep(0.05)
+    pool.shutdown()
+    with pytest.raises(RuntimeError, match='pool of backend "t" is shut down'):
+        submit(pool, calls, "late")
+    release.set()
+    assert await asyncio.wait_for(running, 5) is None  # a running call ends on its own
+    await asyncio.sleep(0.1)
+    assert [name for name, _ in calls.ran] == ["running"]
+    assert not queued.done()
