@@ -257,6 +257,36 @@ async def test_full_pool_is_a_503_with_retry_after(client):
     assert (await first).status_code == 200
 
 
+async def test_a_request_that_times_out_waiting_for_a_thread_never_runs(gateway_client):
+    client = gateway_client(
+        """
+[backends.one]
+kind = "wsgi"
+app = "tests.fixtures.wsgi_apps:counted"
+threads = 1
+timeout = 0.3
+
+[[routes]]
+prefix = "/one"
+backend = "one"
+auth = "none"
+"""
+    )
+    wsgi_apps.RELEASE.clear()
+    wsgi_apps.STARTED.clear()
+    try:
+        first, second = await asyncio.gather(client.get("/one/first"), client.get("/one/second"))
+        assert_error(first, 504, "backend_timeout")  # ran, but too long
+        assert_error(second, 504, "backend_timeout")  # waited for the one thread, too long
+        assert wsgi_apps.STARTED == ["/first"]
+    finally:
+        wsgi_apps.RELEASE.set()
+    third = await client.get("/one/third")
+    assert third.status_code == 200
+    assert wsgi_apps.STARTED == ["/first", "/third"]  # the withdrawn one never ran
+    assert client.gateway.backends["one"].busy == 0
+
+
 async def test_health(client):
     response = await client.get("/_stackgate/health")
     assert response.status_code == 200

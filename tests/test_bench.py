@@ -3,6 +3,7 @@
 Nothing here starts a server or times anything.
 """
 
+import json
 import os
 import subprocess
 import tomllib
@@ -215,3 +216,12 @@ def test_memory_of_a_process_tree():
     assert os.getpid() in pids
     measured = memory(pids)
     assert measured["rss"] > 0 and measured["processes"] == len(pids)
+
+
+def test_gateway_cost_runs_every_route_through_the_gateway(capsys):
+    from bench import gateway_cost
+
+    assert gateway_cost.main(["--requests", "50", "--warmup", "10"]) == 0
+    result = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert set(result["us_per_request"]) == {"bare", "pinned", "split"}
+    assert all(v > 0 for v in result["us_per_request"].values())

@@ -13,9 +13,13 @@ loop and the worker thread once per message (~100 µs each here):
   hands it back in one crossing. A larger response switches to streaming
   through a bounded queue; a client that disconnects stops the app's
   iterator and ``close()`` is called.
+- The pool (``gateway.backends.pool``) runs one call at a time until a call
+  has run ``overlap_after`` seconds, then one more beside it, up to
+  ``threads``; a thread that ends a call takes the next itself.
 - The pool is a bulkhead: ``threads`` workers plus ``queue`` waiting requests;
   past that a request is refused with 503 at once, and a response that has
-  not started within ``timeout`` seconds is answered with 504.
+  not started within ``timeout`` seconds is answered with 504 (a request
+  still waiting for a thread then never runs).
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ class WSGIBackendConfig(AppImportConfig):
     """Requests that may wait for a thread; beyond it the gateway answers 503."""
     timeout: float = Field(30.0, gt=0)
     """Seconds until the response must start; then the gateway answers 504."""
-    overlap_after: float = Field(0.005, ge=0)
+    overlap_after: float = Field(0.02, ge=0)
     """Seconds a call may run before the next request starts beside it on another thread. Calls
     shorter than this run one after another (fastest under the GIL, docs/performance.md); a call
     that waits on I/O or runs long lets the next one start. 0: up to ``threads`` at once."""
