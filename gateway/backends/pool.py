@@ -28,6 +28,7 @@ from collections import deque
 from typing import Any, Callable, Optional
 
 Done = Callable[[Optional[BaseException]], None]
+_LATE = 0.001
 
 
 class Ticket:
@@ -143,26 +144,30 @@ class HotPool:
                 pass
 
     def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
-        """On the loop: wake when the next running call turns stalled, which may let a waiting one start."""
+        """On the loop: start what the rule allows now, and wake when the next running call turns stalled.
+
+        One reading of the clock decides both, so that a call turning stalled in between
+        cannot fall through (neither started for nor waited on).
+        """
         if self._timer is not None or self.overlap_after <= 0:
             return
         with self._lock:
             now = self.clock()
+            for _ in range(self._room(now)):
+                self._wake()
             fresh = [start for start in self._running.values() if now - start < self.overlap_after]
             if not self._jobs or not fresh:
-                # Nothing to start, or nothing that will turn stalled: only an end lets another call
+                # Nothing waits, or nothing will turn stalled: only an end lets another call
                 # start, and the thread that ends takes it (asking again if calls still wait).
                 self._timer_pending = False
                 return
             self._timer_pending = True
             delay = min(fresh) + self.overlap_after - now
-        self._timer = loop.call_later(delay, self._tick, loop)
+        # A little late rather than early: uvloop's timers have millisecond steps.
+        self._timer = loop.call_later(delay + _LATE, self._tick, loop)
 
     def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None
-        with self._lock:
-            for _ in range(self._room(self.clock())):
-                self._wake()
         self._arm(loop)
 
     # --- the threads ----------------------------------------------------------------------

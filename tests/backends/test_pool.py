@@ -184,3 +184,32 @@ async def test_after_shutdown_nothing_new_is_taken():
     await asyncio.sleep(0.1)
     assert [name for name, _ in calls.ran] == ["running"]
     assert not queued.done()
+
+
+def test_the_ramp_holds_on_uvloop_with_threads_left_idle_from_before():
+    """uvloop's millisecond timers fire a little early; a stall must never fall between two
+    readings of the clock (it did: 3 of 10 rounds ran their calls one at a time)."""
+    import uvloop
+
+    async def rounds() -> list[list[float]]:
+        pool = HotPool("t", threads=4, overlap_after=0.02)
+        loop = asyncio.get_running_loop()
+        seen = []
+        try:
+            for _ in range(8):
+                t0 = time.monotonic()
+                ends = []
+                for _ in range(8):
+                    done = loop.create_future()
+                    pool.submit(time.sleep, (0.2,), lambda error, done=done: done.set_result(time.monotonic() - t0))
+                    ends.append(done)
+                    await asyncio.sleep(0.001)
+                seen.append(sorted(await asyncio.wait_for(asyncio.gather(*ends), 10)))
+        finally:
+            pool.shutdown()
+        return seen
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        for ends in runner.run(rounds()):
+            # Four at once (20 ms apart), then the next four: two rounds of 0.2 s, never three.
+            assert ends[3] < 0.35 and ends[-1] < 0.55, ends
