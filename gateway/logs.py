@@ -14,20 +14,23 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"mess
 
 
 class _Clock:
-    """The timestamp of a line, with the part up to the second made once per second."""
+    """The timestamp of a line, with the part up to the second made once per second.
 
-    __slots__ = ("second", "prefix")
+    One tuple, replaced whole: a thread that reads it while another writes it
+    sees the old second or the new one, never one with the other's prefix.
+    """
+
+    __slots__ = ("cached",)
 
     def __init__(self) -> None:
-        self.second = -1
-        self.prefix = ""
+        self.cached: tuple[int, str] = (-1, "")
 
     def stamp(self, created: float) -> str:
         second = int(created)
-        if second != self.second:
-            self.second = second
-            self.prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self.prefix}.{int((created - second) * 1000):03d}Z"
+        cached = self.cached
+        if cached[0] != second:
+            cached = self.cached = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+        return f"{cached[1]}.{int((created - second) * 1000):03d}Z"
 
 
 class JSONFormatter(logging.Formatter):
