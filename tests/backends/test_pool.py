@@ -42,6 +42,27 @@ class Calls:
                 self.active -= 1
 
 
+@pytest.fixture
+def calls():
+    recorded = Calls()
+    yield recorded
+    for gate in recorded.gates.values():  # nothing stays held after a test, failed or not
+        gate.set()
+
+
+@pytest.fixture
+def make_pool():
+    pools: list[HotPool] = []
+
+    def make(threads: int, overlap_after: float) -> HotPool:
+        pools.append(HotPool("t", threads=threads, overlap_after=overlap_after))
+        return pools[-1]
+
+    yield make
+    for pool in pools:
+        pool.shutdown()
+
+
 def submit(pool: HotPool, calls: Calls, name: str, seconds: float = 0.0):
     loop = asyncio.get_running_loop()
     done: asyncio.Future = loop.create_future()
@@ -49,129 +70,101 @@ def submit(pool: HotPool, calls: Calls, name: str, seconds: float = 0.0):
     return ticket, done
 
 
-async def test_short_calls_run_one_at_a_time_on_one_hot_thread():
-    pool, calls = HotPool("t", threads=4, overlap_after=5.0), Calls()
-    try:
-        results = await asyncio.gather(*(submit(pool, calls, f"c{i}", 0.002)[1] for i in range(30)))
-    finally:
-        pool.shutdown()
+async def test_short_calls_run_one_at_a_time_on_one_hot_thread(make_pool, calls):
+    pool = make_pool(threads=4, overlap_after=5.0)
+    results = await asyncio.gather(*(submit(pool, calls, f"c{i}", 0.002)[1] for i in range(30)))
     assert results == [None] * 30
     assert calls.most == 1
     assert [name for name, _ in calls.ran] == [f"c{i}" for i in range(30)]  # first come, first served
     assert len({thread for _, thread in calls.ran}) == 1
 
 
-async def test_a_stalled_call_lets_the_next_start_beside_it():
-    pool, calls = HotPool("t", threads=4, overlap_after=0.05), Calls()
+async def test_a_stalled_call_lets_the_next_start_beside_it(make_pool, calls):
+    pool = make_pool(threads=4, overlap_after=0.05)
     release = calls.hold("slow")
-    try:
-        _, slow = submit(pool, calls, "slow")
-        _, quick = submit(pool, calls, "quick")
-        assert await asyncio.wait_for(quick, 5) is None  # while "slow" still runs
-        assert not slow.done()
-        waited = calls.started["quick"] - calls.started["slow"]
-        assert 0.04 <= waited < 1.0
-        release.set()
-        assert await asyncio.wait_for(slow, 5) is None
-    finally:
-        release.set()
-        pool.shutdown()
+    _, slow = submit(pool, calls, "slow")
+    _, quick = submit(pool, calls, "quick")
+    assert await asyncio.wait_for(quick, 5) is None  # while "slow" still runs
+    assert not slow.done()
+    waited = calls.started["quick"] - calls.started["slow"]
+    assert 0.04 <= waited < 1.0
+    release.set()
+    assert await asyncio.wait_for(slow, 5) is None
 
 
-async def test_every_stalled_call_opens_one_more_thread_up_to_threads():
-    pool, calls = HotPool("t", threads=3, overlap_after=0.02), Calls()
+async def test_every_stalled_call_opens_one_more_thread_up_to_threads(make_pool, calls):
+    pool = make_pool(threads=3, overlap_after=0.02)
     releases = [calls.hold(f"s{i}") for i in range(5)]
-    try:
-        futures = [submit(pool, calls, f"s{i}")[1] for i in range(5)]
-        await asyncio.sleep(0.5)
-        assert calls.active == 3 and calls.most == 3  # never more than threads
-        assert sorted(calls.started) == ["s0", "s1", "s2"]
-        releases[0].set()
-        assert await asyncio.wait_for(futures[0], 5) is None
-        await asyncio.sleep(0.2)
-        assert "s3" in calls.started and "s4" not in calls.started
-        for release in releases:
-            release.set()
-        assert await asyncio.wait_for(asyncio.gather(*futures), 5) == [None] * 5
-    finally:
-        for release in releases:
-            release.set()
-        pool.shutdown()
+    futures = [submit(pool, calls, f"s{i}")[1] for i in range(5)]
+    await asyncio.sleep(0.5)
+    assert calls.active == 3 and calls.most == 3  # never more than threads
+    assert sorted(calls.started) == ["s0", "s1", "s2"]
+    releases[0].set()
+    assert await asyncio.wait_for(futures[0], 5) is None
+    await asyncio.sleep(0.2)
+    assert "s3" in calls.started and "s4" not in calls.started
+    for release in releases:
+        release.set()
+    assert await asyncio.wait_for(asyncio.gather(*futures), 5) == [None] * 5
 
 
-async def test_overlap_after_zero_runs_up_to_threads_at_once():
-    pool, calls = HotPool("t", threads=3, overlap_after=0), Calls()
+async def test_overlap_after_zero_runs_up_to_threads_at_once(make_pool, calls):
+    pool = make_pool(threads=3, overlap_after=0)
     releases = [calls.hold(f"s{i}") for i in range(4)]
-    try:
-        futures = [submit(pool, calls, f"s{i}")[1] for i in range(4)]
-        for _ in range(100):
-            if calls.active == 3:
-                break
-            await asyncio.sleep(0.01)
-        assert calls.active == 3 and "s3" not in calls.started
-        for release in releases:
-            release.set()
-        assert await asyncio.wait_for(asyncio.gather(*futures), 5) == [None] * 4
-        assert calls.most == 3
-    finally:
-        for release in releases:
-            release.set()
-        pool.shutdown()
+    futures = [submit(pool, calls, f"s{i}")[1] for i in range(4)]
+    for _ in range(100):
+        if calls.active == 3:
+            break
+        await asyncio.sleep(0.01)
+    assert calls.active == 3 and "s3" not in calls.started
+    for release in releases:
+        release.set()
+    assert await asyncio.wait_for(asyncio.gather(*futures), 5) == [None] * 4
+    assert calls.most == 3
 
 
-async def test_a_withdrawn_call_never_runs():
-    pool, calls = HotPool("t", threads=1, overlap_after=0), Calls()
+async def test_a_withdrawn_call_never_runs(make_pool, calls):
+    pool = make_pool(threads=1, overlap_after=0)
     release = calls.hold("first")
-    try:
-        _, first = submit(pool, calls, "first")
-        ticket, second = submit(pool, calls, "second")
-        await asyncio.sleep(0.05)
-        assert pool.cancel(ticket) is True
-        release.set()
-        assert await asyncio.wait_for(first, 5) is None
-        _, third = submit(pool, calls, "third")
-        assert await asyncio.wait_for(third, 5) is None
-        assert [name for name, _ in calls.ran] == ["first", "third"]
-        assert not second.done()
-    finally:
-        release.set()
-        pool.shutdown()
+    _, first = submit(pool, calls, "first")
+    ticket, second = submit(pool, calls, "second")
+    await asyncio.sleep(0.05)
+    assert pool.cancel(ticket) is True
+    release.set()
+    assert await asyncio.wait_for(first, 5) is None
+    _, third = submit(pool, calls, "third")
+    assert await asyncio.wait_for(third, 5) is None
+    assert [name for name, _ in calls.ran] == ["first", "third"]
+    assert not second.done()
 
 
-async def test_a_started_call_cannot_be_withdrawn():
-    pool, calls = HotPool("t", threads=1, overlap_after=0), Calls()
+async def test_a_started_call_cannot_be_withdrawn(make_pool, calls):
+    pool = make_pool(threads=1, overlap_after=0)
     release = calls.hold("first")
-    try:
-        ticket, first = submit(pool, calls, "first")
-        await asyncio.sleep(0.05)
-        assert pool.cancel(ticket) is False
-        release.set()
-        assert await asyncio.wait_for(first, 5) is None
-    finally:
-        release.set()
-        pool.shutdown()
+    ticket, first = submit(pool, calls, "first")
+    await asyncio.sleep(0.05)
+    assert pool.cancel(ticket) is False
+    release.set()
+    assert await asyncio.wait_for(first, 5) is None
 
 
-async def test_an_exception_reaches_done_and_the_thread_goes_on():
-    pool = HotPool("t", threads=1, overlap_after=0)
+async def test_an_exception_reaches_done_and_the_thread_goes_on(make_pool):
+    pool = make_pool(threads=1, overlap_after=0)
     loop = asyncio.get_running_loop()
     outcomes: list[asyncio.Future] = [loop.create_future() for _ in range(2)]
 
     def fail() -> None:
         raise ValueError("boom")
 
-    try:
-        pool.submit(fail, (), outcomes[0].set_result)
-        pool.submit(lambda: None, (), outcomes[1].set_result)
-        error, fine = await asyncio.wait_for(asyncio.gather(*outcomes), 5)
-    finally:
-        pool.shutdown()
+    pool.submit(fail, (), outcomes[0].set_result)
+    pool.submit(lambda: None, (), outcomes[1].set_result)
+    error, fine = await asyncio.wait_for(asyncio.gather(*outcomes), 5)
     assert isinstance(error, ValueError) and str(error) == "boom"
     assert fine is None
 
 
-async def test_after_shutdown_nothing_new_is_taken():
-    pool, calls = HotPool("t", threads=1, overlap_after=0), Calls()
+async def test_after_shutdown_nothing_new_is_taken(make_pool, calls):
+    pool = make_pool(threads=1, overlap_after=0)
     release = calls.hold("running")
     _, running = submit(pool, calls, "running")
     _, queued = submit(pool, calls, "queued")
