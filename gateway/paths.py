@@ -35,7 +35,7 @@ class BadPath(ValueError):
 
 # A path of raw ASCII pchars without escapes: nothing to decode (the common case, one regex).
 _PLAIN = re.compile(rb"/[A-Za-z0-9\-._~!$&'()*+,=:@/]*")
-_PLAIN_STR = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+,=:@/]*")
+_PLAIN_STR = re.compile(_PLAIN.pattern.decode("ascii"))
 
 
 def canonical_path(raw: bytes) -> str:

@@ -183,12 +183,10 @@ class HotPool:
                     self._idle += 1
                     self._work.wait()
                     self._waking -= 1
-                    while self._jobs and self._jobs[0].cancelled:
-                        self._jobs.popleft()
                 if self._closed:
                     return
                 ticket = self._jobs.popleft()
-                if ticket.cancelled:
+                if ticket.cancelled:  # withdrawn while it waited
                     continue
                 ticket.started = True
                 self._running[me] = self.clock()

@@ -156,7 +156,7 @@ def _is_error_wrapper(fn: Any) -> bool:
     return getattr(fn, "__code__", None) is _WRAPPER_CODE and hasattr(fn, "__wrapped__")
 
 
-def _wrap_once(cls: type, keep: bool) -> type:
+def _peel_error_wrappers(cls: type, keep: bool) -> None:
     """Peel limits' error wrappers off ``cls``'s storage methods, keeping one (``keep``) or none.
 
     limits wraps each storage method again for every subclass and every mixin
@@ -166,13 +166,12 @@ def _wrap_once(cls: type, keep: bool) -> type:
     ``limits.errors.StorageError``.
     """
     for name in _WRAPPED:
-        fn = cls.__dict__.get(name) or getattr(cls, name, None)
+        fn = getattr(cls, name, None)
         if fn is None or not _is_error_wrapper(fn):
             continue
         while _is_error_wrapper(fn.__wrapped__):
             fn = fn.__wrapped__
         setattr(cls, name, fn if keep else fn.__wrapped__)
-    return cls
 
 
 class BoundedMemoryStorage(MemoryStorage):
@@ -208,14 +207,14 @@ class BoundedMemoryStorage(MemoryStorage):
                 self.locks.pop(key, None)
 
 
-_wrap_once(BoundedMemoryStorage, keep=False)
+_peel_error_wrappers(BoundedMemoryStorage, keep=False)
 
 
 class _RedisStorage(RedisStorage):
     """limits' Redis storage with one error wrapper per method instead of several."""
 
 
-_wrap_once(_RedisStorage, keep=True)
+_peel_error_wrappers(_RedisStorage, keep=True)
 
 
 def build_storage(settings: ThrottleSettings) -> Storage:
