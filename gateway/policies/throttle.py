@@ -35,12 +35,14 @@ from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
 import limits
+import redis.asyncio
 from limits.aio import strategies
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from pydantic import Field, field_validator
 
 from gateway import metrics
 from gateway.errors import GatewayError
+from gateway.policies.redis_window import RedisWindow, WindowState
 from gateway.schema import Schema
 from gateway.types import Receive, Scope, Send
 
@@ -54,6 +56,8 @@ STRATEGIES = {
 }
 STORE_RETRY_SECONDS = 1.0
 REDIS_TIMEOUT_SECONDS = 0.5
+REDIS_MAX_CONNECTIONS = 64
+"""Connections to Redis per worker; a request finding all busy waits for one (up to the timeout)."""
 
 
 def parse_rate(value: str) -> limits.RateLimitItem:
@@ -220,13 +224,21 @@ _peel_error_wrappers(_RedisStorage, keep=True)
 def build_storage(settings: ThrottleSettings) -> Storage:
     if settings.storage == "memory://":
         return BoundedMemoryStorage(settings.max_keys)
+    # redis-py's default pool raises once 100 commands are in flight, which would read as an outage
+    # (and open the throttle for a second) under a burst: a blocking pool makes the burst wait instead.
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        settings.storage.replace("redis+unix://", "unix://", 1),
+        max_connections=REDIS_MAX_CONNECTIONS,
+        timeout=REDIS_TIMEOUT_SECONDS,
+        socket_timeout=REDIS_TIMEOUT_SECONDS,
+        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+    )
     return _RedisStorage(
         "async+" + settings.storage,
         implementation="redispy",
         key_prefix=settings.key_prefix,
         wrap_exceptions=True,
-        socket_timeout=REDIS_TIMEOUT_SECONDS,
-        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+        connection_pool=pool,
     )
 
 
@@ -237,8 +249,24 @@ class Limiter:
         self.settings_key = (settings.storage, settings.strategy, settings.max_keys, settings.key_prefix)
         self.storage = build_storage(settings)
         self.strategy = STRATEGIES[settings.strategy](self.storage)
+        one_trip = isinstance(self.storage, RedisStorage) and settings.strategy == "sliding-window-counter"
+        self.window = RedisWindow(self.storage) if one_trip else None
+        """Redis with the sliding window counter: one script per request (``redis_window``), not limits' two."""
         self.down_until = 0.0
         self.store_errors = 0
+
+    async def hit(self, items: tuple[limits.RateLimitItem, ...], namespace: str, key: str) -> list[WindowState]:
+        """Count a request against each rate in turn, stopping at the first that refuses."""
+        if self.window is not None:  # Redis, sliding window counter: one round trip for all the rates
+            return await self.window.hit(items, namespace, key)
+        states = []
+        for item in items:
+            allowed = await self.strategy.hit(item, namespace, key)
+            reset, remaining = await self.strategy.get_window_stats(item, namespace, key)
+            states.append(WindowState(allowed, remaining, reset))
+            if not allowed:
+                break
+        return states
 
     async def healthy(self) -> bool:
         try:
@@ -311,15 +339,7 @@ class Throttle:
         if limiter.down_until > time.monotonic():
             return self._store_unavailable()
         try:
-            states = []
-            refused = None
-            for item, name in zip(rates.items, rates.names):
-                allowed = await limiter.strategy.hit(item, self.name, key)
-                reset, remaining = await limiter.strategy.get_window_stats(item, self.name, key)
-                states.append((name, remaining, reset))
-                if not allowed:
-                    refused = reset
-                    break
+            states = await limiter.hit(rates.items, self.name, key)
         except Exception as exc:
             limiter.store_errors += 1
             metrics.THROTTLE_STORE_ERRORS.labels(self.name).inc()
@@ -330,10 +350,10 @@ class Throttle:
         now = time.time()
         headers = [
             (b"ratelimit-policy", rates.policy_header),
-            (b"ratelimit", b", ".join(b"%s;r=%d;t=%d" % (n, r, max(0, math.ceil(t - now))) for n, r, t in states)),
+            (b"ratelimit", b", ".join(b"%s;r=%d;t=%d" % (n, s.remaining, max(0, math.ceil(s.reset - now))) for n, s in zip(rates.names, states))),
         ]
-        if refused is not None:
-            retry_after = str(max(1, math.ceil(refused - now))).encode()
+        if not states[-1].allowed:
+            retry_after = str(max(1, math.ceil(states[-1].reset - now))).encode()
             raise GatewayError(
                 429,
                 "rate_limited",

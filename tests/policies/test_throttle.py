@@ -1,9 +1,10 @@
-"""Throttling in one process (memory storage): exact counts, headers, client keys."""
+"""Throttling in one process: exact counts, headers, client keys; on the memory storage and on a real Redis."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+import uuid
 
 import httpx
 import pytest
@@ -54,24 +55,50 @@ auth = "none"
 """ + consumers_toml()
 
 
+def config_for(storage: str, strategy: str = "moving-window", redis_url: str = "") -> str:
+    if storage == "memory":
+        return CONFIG.replace('strategy = "moving-window"', f'strategy = "{strategy}"')
+    return CONFIG.replace(
+        'storage = "memory://"\nstrategy = "moving-window"',
+        f'storage = "{redis_url}"\nstrategy = "{strategy}"\nkey_prefix = "{uuid.uuid4().hex}"',
+    )
+
+
+@pytest.fixture(params=["memory", "redis"])
+def config(request):
+    """The test config on the memory storage, and on Redis with its default (one round trip) strategy."""
+    if request.param == "memory":
+        return config_for("memory")
+    return config_for("redis", "sliding-window-counter", request.getfixturevalue("redis_server").url)
+
+
 @pytest.fixture
-def client(gateway_client):
-    return gateway_client(CONFIG)
+def client(gateway_client, config):
+    return gateway_client(config)
 
 
-def client_from(gateway_client, address):
-    c = gateway_client(CONFIG, client=(address, 4321))
-    return c
+def client_from(gateway_client, config, address):
+    return gateway_client(config, client=(address, 4321))
 
 
-@pytest.mark.parametrize("strategy", ["moving-window", "sliding-window-counter", "fixed-window"])
-async def test_exactly_the_limit_passes_under_concurrency(gateway_client, strategy):
-    client = gateway_client(CONFIG.replace('strategy = "moving-window"', f'strategy = "{strategy}"'))
+@pytest.mark.parametrize(
+    "storage, strategy",
+    [("memory", "moving-window"), ("memory", "sliding-window-counter"), ("memory", "fixed-window"),
+     ("redis", "moving-window"), ("redis", "sliding-window-counter"), ("redis", "fixed-window")],
+)
+async def test_exactly_the_limit_passes_under_concurrency(gateway_client, request, storage, strategy):
+    redis_url = request.getfixturevalue("redis_server").url if storage == "redis" else ""
+    client = gateway_client(config_for(storage, strategy, redis_url))
     responses = await asyncio.gather(*(client.get("/open/x") for _ in range(200)))
     statuses = [r.status_code for r in responses]
     assert statuses.count(200) == 50
     assert statuses.count(429) == 150
     assert len(wsgi_apps.RECORDED) == 50
+    window = client.gateway.runtime["throttle"].window
+    if storage == "redis" and strategy == "sliding-window-counter":
+        assert window.round_trips < 100, "requests that overlap share a pipeline"
+    else:
+        assert window is None
 
 
 async def test_headers_follow_the_draft(client):
@@ -132,14 +159,14 @@ async def test_the_gateways_own_errors_on_a_throttled_route_carry_the_headers(cl
     assert re.fullmatch(r'"standard-0";r=49;t=\d+', response.headers["ratelimit"])
 
 
-async def test_forwarded_for_from_an_untrusted_peer_changes_nothing(gateway_client):
-    c = client_from(gateway_client, "192.0.2.10")
+async def test_forwarded_for_from_an_untrusted_peer_changes_nothing(gateway_client, config):
+    c = client_from(gateway_client, config, "192.0.2.10")
     codes = [(await c.get("/fast/x", headers={"X-Forwarded-For": f"198.51.100.{i}"})).status_code for i in range(3)]
     assert codes == [200, 200, 429]
 
 
-async def test_forwarded_for_from_a_trusted_proxy_keys_on_the_client(gateway_client):
-    c = client_from(gateway_client, "10.1.2.3")
+async def test_forwarded_for_from_a_trusted_proxy_keys_on_the_client(gateway_client, config):
+    c = client_from(gateway_client, config, "10.1.2.3")
     one = [(await c.get("/fast/x", headers={"X-Forwarded-For": "203.0.113.7, 10.9.9.9"})).status_code for _ in range(3)]
     other = [(await c.get("/fast/x", headers={"X-Forwarded-For": "203.0.113.8"})).status_code for _ in range(2)]
     spoofed = await c.get("/fast/x", headers={"X-Forwarded-For": "1.2.3.4, 203.0.113.7"})

@@ -1,0 +1,187 @@
+"""The sliding-window counter on Redis in one round trip per request, concurrent requests in one pipeline.
+
+limits' Redis strategy costs two script calls per rate and request (``hit``,
+then ``get_window_stats`` for the headers), and redis-py's per-command work
+(a pool checkout, packing, one socket write, parsing) is most of what the
+throttle costs: about 150 µs of a worker's CPU per request here. This module
+runs one script that takes every rate of the request at once and answers the
+verdict with the window state, and sends the calls that arrive while one is
+on the wire together as one pipeline (no MULTI/EXEC), so under load a request
+costs a share of a round trip. The keys, their expiry and the counting are
+limits' own (``{LIMITER/…}`` and ``{LIMITER/…}/-1`` under the key prefix), so
+this and limits' strategy count the same windows and can run side by side.
+
+Rates are taken in order and the first that refuses stops the request: the
+rates before it have counted it, the ones after it have not (what limits'
+``hit`` loop did before).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from typing import Any, NamedTuple, Optional
+
+import limits
+from redis.exceptions import NoScriptError, ResponseError
+
+SCRIPT = """
+-- KEYS: previous, current window key of each rate; ARGV: cost, then limit and expiry (s) of each rate.
+-- Returns, space-separated (one string parses faster than an array), allowed (1/0), previous count,
+-- previous TTL (ms), current count and current TTL (ms) of each rate taken, stopping after the first
+-- that refuses.
+local cost = tonumber(ARGV[1])
+local out = {}
+for i = 1, #KEYS / 2 do
+  local previous_key, current_key = KEYS[2 * i - 1], KEYS[2 * i]
+  local limit = tonumber(ARGV[2 * i])
+  local expiry = tonumber(ARGV[2 * i + 1]) * 1000
+  local current_ttl = tonumber(redis.call('pttl', current_key))
+  if current_ttl > 0 and current_ttl < expiry then
+    -- the current window has ended: it becomes the previous one
+    redis.call('rename', current_key, previous_key)
+    redis.call('set', current_key, 0, 'PX', current_ttl + expiry)
+  end
+  local previous_count = tonumber(redis.call('get', previous_key)) or 0
+  local previous_ttl = math.max(tonumber(redis.call('pttl', previous_key)), 0)
+  local current_count = tonumber(redis.call('get', current_key))
+  current_ttl = math.max(tonumber(redis.call('pttl', current_key)), 0)
+  local allowed = cost <= limit
+    and math.floor(previous_count * previous_ttl / expiry) + (current_count or 0) + cost <= limit
+  if allowed then
+    if current_count then
+      current_count = redis.call('incrby', current_key, cost)
+    else
+      redis.call('set', current_key, cost, 'PX', expiry * 2)
+      current_count, current_ttl = cost, expiry * 2
+    end
+  end
+  table.insert(out, allowed and 1 or 0)
+  table.insert(out, previous_count)
+  table.insert(out, previous_ttl)
+  table.insert(out, current_count or 0)
+  table.insert(out, current_ttl)
+  if not allowed then
+    break
+  end
+end
+return table.concat(out, ' ')
+"""
+
+
+class WindowState(NamedTuple):
+    """One rate's answer: whether it let the request through, what is left, when the next unit frees (epoch s)."""
+
+    allowed: bool
+    remaining: int
+    reset: float
+
+
+def window_state(item: limits.RateLimitItem, allowed: int, previous_count: int, previous_ttl_ms: int,
+                 current_count: int, current_ttl_ms: int, now: float) -> WindowState:
+    """limits' ``SlidingWindowCounterRateLimiter.get_window_stats``, from the script's numbers."""
+    expiry = item.get_expiry()
+    previous_ttl = previous_ttl_ms / 1000
+    weighted = previous_count * previous_ttl / expiry + current_count
+    remaining = max(0, item.amount - math.floor(weighted))
+    if not (previous_count or current_count):
+        return WindowState(bool(allowed), remaining, now)
+    previous_reset = previous_ttl % (expiry / previous_count) if previous_count else math.inf
+    # A window just begun has 2 × expiry to live: it ends in one expiry, not in 0 (limits reads it a moment later).
+    current_reset = ((current_ttl_ms / 1000) % expiry or expiry) if current_count else math.inf
+    return WindowState(bool(allowed), remaining, now + min(previous_reset, current_reset))
+
+
+class RedisWindow:
+    """Sliding-window-counter hits on one limits Redis storage (its client, pool and key prefix)."""
+
+    def __init__(self, storage: Any) -> None:
+        self.storage = storage
+        self.client = storage.bridge.get_connection()
+        self.sha: Optional[str] = None
+        self._queue: list[tuple[tuple, asyncio.Future]] = []
+        self._connection: Any = None
+        """The window's own connection (not the pool's): one pipeline is on the wire at a time."""
+        self._sending: Optional[asyncio.Task] = None
+        self.round_trips = 0
+        """Pipelines (or single calls) sent: fewer than calls once requests overlap."""
+
+    def keys(self, item: limits.RateLimitItem, namespace: str, key: str) -> tuple[str, str]:
+        current = self.storage.bridge.prefixed_key(self.storage._current_window_key(item.key_for(namespace, key)))
+        return current + "/-1", current
+
+    async def hit(self, items: tuple[limits.RateLimitItem, ...], namespace: str, key: str,
+                  cost: int = 1) -> list[WindowState]:
+        """Take ``cost`` from each rate in turn; the states of the rates taken, the last one refusing if any did."""
+        keys: list[str] = []
+        args: list[Any] = [cost]
+        for item in items:
+            keys.extend(self.keys(item, namespace, key))
+            args += (item.amount, item.get_expiry())
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append(((len(keys), *keys, *args), future))
+        if self._sending is None:
+            self._sending = asyncio.get_running_loop().create_task(self._send())
+        reply = await future
+        now = time.time()
+        return [window_state(item, *reply[i * 5:i * 5 + 5], now) for i, item in enumerate(items[:len(reply) // 5])]
+
+    async def _send(self) -> None:
+        """Send what is queued, one pipeline at a time, until nothing is (in its own task: no request's cancel stops it)."""
+        batch: list[tuple[tuple, asyncio.Future]] = []
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                try:
+                    replies = await self._run([call for call, _ in batch])
+                except Exception as exc:  # the connection failed: every call of the batch hears it
+                    replies = [exc] * len(batch)
+                for (_, future), reply in zip(batch, replies):
+                    if future.done():  # its request has gone (cancelled)
+                        continue
+                    if isinstance(reply, Exception):
+                        future.set_exception(reply)
+                    else:
+                        future.set_result(reply)
+        except BaseException:  # this task was cancelled (the loop is closing): nobody waits forever
+            for _, future in batch + self._queue:
+                future.cancel()
+            self._queue = []
+            raise
+        finally:
+            self._sending = None
+
+    async def _run(self, calls: list[tuple]) -> list[Any]:
+        if self.sha is None:
+            self.sha = await self.client.script_load(SCRIPT)
+        replies = await self._evalsha(calls)
+        if any(isinstance(r, NoScriptError) for r in replies):  # the server lost its scripts (restart, SCRIPT FLUSH)
+            self.sha = await self.client.script_load(SCRIPT)
+            again = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+            for i, reply in zip(again, await self._evalsha([calls[i] for i in again])):
+                replies[i] = reply
+        return replies
+
+    async def _evalsha(self, calls: list[tuple]) -> list[Any]:
+        """One write of every call, then their replies in order; a connection that fails is dropped."""
+        self.round_trips += 1
+        connection = self._connection
+        if connection is None:  # connected on first use, again after a failure
+            connection = self._connection = self.client.connection_pool.make_connection()
+        sha = self.sha
+        try:
+            await connection.send_packed_command(
+                connection.pack_commands([("EVALSHA", sha, *call) for call in calls]), check_health=False
+            )
+            replies: list[Any] = []
+            for _ in calls:
+                try:
+                    replies.append(await connection.read_response())
+                except ResponseError as exc:  # the server's answer to this call (NOSCRIPT, ...), not the connection's
+                    replies.append(exc)
+        except BaseException:
+            self._connection = None
+            await connection.disconnect(nowait=True)
+            raise
+        return [r if isinstance(r, ResponseError) else [int(n) for n in r.split()] for r in replies]

@@ -1,0 +1,1 @@
+from tests.service_fixtures import redis_server  # noqa: F401
