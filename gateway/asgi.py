@@ -10,4 +10,4 @@ from gateway.config import load_config
 if not logging.getLogger("stackgate").handlers:
     logs.setup(os.environ.get("STACKGATE_LOG_LEVEL", "info"))
 
-app = create_app(load_config(), watch=os.environ.get("STACKGATE_WATCH", "1") != "0")
+app = create_app(load_config(), watch=os.environ.get("STACKGATE_WATCH", "1") != "0", freeze_gc=True)

@@ -295,3 +295,37 @@ async def test_health(client):
 
 async def test_unknown_admin_endpoint(client):
     assert_error(await client.get("/_stackgate/nope"), 404, "not_found")
+
+
+async def lifespan(app, *messages: str) -> list[dict]:
+    """Drive the ASGI lifespan protocol through ``messages``; what the app sent back."""
+    inbox: asyncio.Queue = asyncio.Queue()
+    for message in messages:
+        inbox.put_nowait({"type": message})
+    sent: list[dict] = []
+
+    async def send(message):
+        sent.append(message)
+
+    await app({"type": "lifespan", "asgi": {"version": "3.0"}}, inbox.get, send)
+    return sent
+
+
+async def test_a_server_process_freezes_what_startup_loaded():
+    """Full collections skip the stacks' own objects (gateway.asgi:app sets freeze_gc)."""
+    import gc
+
+    from gateway.app import create_app
+    from gateway.config import parse_config
+
+    app = create_app(parse_config(CONFIG.encode(), "test.toml", {}), freeze_gc=True)
+    before = gc.get_freeze_count()
+    try:
+        sent = await lifespan(app, "lifespan.startup", "lifespan.shutdown")
+        assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+        assert gc.get_freeze_count() > before + 10_000
+    finally:
+        gc.unfreeze()
+    plain = create_app(parse_config(CONFIG.encode(), "test.toml", {}))
+    await lifespan(plain, "lifespan.startup", "lifespan.shutdown")
+    assert gc.get_freeze_count() == 0, "only a server process freezes (a test process keeps collecting)"
