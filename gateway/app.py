@@ -183,6 +183,9 @@ class Gateway:
                     shadow.close()
                 for backend in self.backends.values():
                     await backend.shutdown()
+                limiter = self.runtime.get("throttle")
+                if limiter is not None:
+                    await limiter.aclose()
                 metrics.mark_process_dead(os.getpid())
                 logs.flush()
                 await send({"type": "lifespan.shutdown.complete"})

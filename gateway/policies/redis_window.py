@@ -93,14 +93,25 @@ def window_state(item: limits.RateLimitItem, allowed: int, previous_count: int, 
     return WindowState(bool(allowed), remaining, now + min(previous_reset, current_reset))
 
 
+def pack_arguments(*args: str | int) -> tuple[int, bytes]:
+    """RESP bulk strings of ``args`` (what redis-py's ``pack_command`` makes, minus its generic work)."""
+    body = []
+    for arg in args:
+        data = arg.encode() if isinstance(arg, str) else b"%d" % arg
+        body.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return len(args), b"".join(body)
+
+
 class RedisWindow:
     """Sliding-window-counter hits on one limits Redis storage (its client, pool and key prefix)."""
 
-    def __init__(self, storage: Any) -> None:
+    def __init__(self, storage: Any, timeout: float) -> None:
         self.storage = storage
+        self.timeout = timeout
+        """Seconds a round trip may take before the connection counts as failed."""
         self.client = storage.bridge.get_connection()
         self.sha: Optional[str] = None
-        self._queue: list[tuple[tuple, asyncio.Future]] = []
+        self._queue: list[tuple[tuple[int, bytes], asyncio.Future]] = []
         self._connection: Any = None
         """The window's own connection (not the pool's): one pipeline is on the wire at a time."""
         self._sending: Optional[asyncio.Task] = None
@@ -119,17 +130,24 @@ class RedisWindow:
         for item in items:
             keys.extend(self.keys(item, namespace, key))
             args += (item.amount, item.get_expiry())
-        future = asyncio.get_running_loop().create_future()
-        self._queue.append(((len(keys), *keys, *args), future))
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.append((pack_arguments(len(keys), *keys, *args), future))
         if self._sending is None:
-            self._sending = asyncio.get_running_loop().create_task(self._send())
+            self._sending = loop.create_task(self._send())
         reply = await future
         now = time.time()
         return [window_state(item, *reply[i * 5:i * 5 + 5], now) for i, item in enumerate(items[:len(reply) // 5])]
 
+    async def aclose(self) -> None:
+        """Close the window's connection (it opens again if hit once more)."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await connection.disconnect()
+
     async def _send(self) -> None:
         """Send what is queued, one pipeline at a time, until nothing is (in its own task: no request's cancel stops it)."""
-        batch: list[tuple[tuple, asyncio.Future]] = []
+        batch: list[tuple[tuple[int, bytes], asyncio.Future]] = []
         try:
             while self._queue:
                 batch, self._queue = self._queue, []
@@ -152,7 +170,7 @@ class RedisWindow:
         finally:
             self._sending = None
 
-    async def _run(self, calls: list[tuple]) -> list[Any]:
+    async def _run(self, calls: list[tuple[int, bytes]]) -> list[Any]:
         if self.sha is None:
             self.sha = await self.client.script_load(SCRIPT)
         replies = await self._evalsha(calls)
@@ -163,23 +181,26 @@ class RedisWindow:
                 replies[i] = reply
         return replies
 
-    async def _evalsha(self, calls: list[tuple]) -> list[Any]:
+    async def _evalsha(self, calls: list[tuple[int, bytes]]) -> list[Any]:
         """One write of every call, then their replies in order; a connection that fails is dropped."""
         self.round_trips += 1
         connection = self._connection
         if connection is None:  # connected on first use, again after a failure
-            connection = self._connection = self.client.connection_pool.make_connection()
-        sha = self.sha
+            pool = self.client.connection_pool
+            # No per-read timeout (redis-py makes a task per write for it): one deadline for the round trip.
+            connection = self._connection = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
+        head = b"$7\r\nEVALSHA\r\n" + pack_arguments(self.sha)[1]
         try:
-            await connection.send_packed_command(
-                connection.pack_commands([("EVALSHA", sha, *call) for call in calls]), check_health=False
-            )
-            replies: list[Any] = []
-            for _ in calls:
-                try:
-                    replies.append(await connection.read_response())
-                except ResponseError as exc:  # the server's answer to this call (NOSCRIPT, ...), not the connection's
-                    replies.append(exc)
+            async with asyncio.timeout(self.timeout):
+                await connection.send_packed_command(
+                    [b"*%d\r\n%s%s" % (argc + 2, head, body) for argc, body in calls], check_health=False
+                )
+                replies: list[Any] = []
+                for _ in calls:
+                    try:
+                        replies.append(await connection.read_response())
+                    except ResponseError as exc:  # the server's answer to this call (NOSCRIPT, ...), not the connection's
+                        replies.append(exc)
         except BaseException:
             self._connection = None
             await connection.disconnect(nowait=True)

@@ -250,7 +250,7 @@ class Limiter:
         self.storage = build_storage(settings)
         self.strategy = STRATEGIES[settings.strategy](self.storage)
         one_trip = isinstance(self.storage, RedisStorage) and settings.strategy == "sliding-window-counter"
-        self.window = RedisWindow(self.storage) if one_trip else None
+        self.window = RedisWindow(self.storage, REDIS_TIMEOUT_SECONDS) if one_trip else None
         """Redis with the sliding window counter: one script per request (``redis_window``), not limits' two."""
         self.down_until = 0.0
         self.store_errors = 0
@@ -267,6 +267,13 @@ class Limiter:
             if not allowed:
                 break
         return states
+
+    async def aclose(self) -> None:
+        """Close what the storage holds open (Redis: its pool and the window's connection)."""
+        if self.window is not None:
+            await self.window.aclose()
+        if isinstance(self.storage, RedisStorage):
+            await self.storage.bridge.get_connection().connection_pool.disconnect()
 
     async def healthy(self) -> bool:
         try:

@@ -14,8 +14,10 @@ from gateway.policies.throttle import Limiter, ThrottleSettings
 
 
 @pytest.fixture
-def limiter(redis_server):
-    return Limiter(ThrottleSettings(storage=redis_server.url, key_prefix=uuid.uuid4().hex))
+async def limiter(redis_server):
+    limiter = Limiter(ThrottleSettings(storage=redis_server.url, key_prefix=uuid.uuid4().hex))
+    yield limiter
+    await limiter.aclose()
 
 
 def rates(*values: str) -> tuple[limits.RateLimitItem, ...]:
@@ -79,9 +81,8 @@ async def test_overlapping_requests_share_round_trips_and_the_limit_holds(limite
 async def test_the_script_is_loaded_again_after_the_server_lost_it(limiter, redis_server):
     items = rates("10/minute")
     await limiter.window.hit(items, "p", "k")
-    admin = redis.asyncio.Redis.from_url(redis_server.url)
-    await admin.script_flush()
-    await admin.aclose()
+    async with redis.asyncio.Redis.from_url(redis_server.url) as admin:
+        await admin.script_flush()
     single = await limiter.window.hit(items, "p", "k")
     together = await asyncio.gather(*(limiter.window.hit(items, "p", "k") for _ in range(3)))
     assert single[0].remaining == 8
@@ -107,3 +108,34 @@ async def test_an_unreachable_server_fails_every_waiting_call(redis_server):
     results = await asyncio.gather(*(limiter.window.hit(rates("5/minute"), "p", "k") for _ in range(4)), return_exceptions=True)
     assert all(isinstance(r, Exception) for r in results), results
     assert limiter.window._sending is None and not limiter.window._queue
+    await limiter.aclose()
+
+
+def test_commands_are_packed_as_redis_py_packs_them():
+    from redis.asyncio.connection import Connection
+
+    from gateway.policies.redis_window import pack_arguments
+
+    args = ("EVALSHA", "a" * 40, 2, "stackgate:{LIMITER/p/c:zoë/5/1/minute}/-1", "stackgate:{LIMITER/p/c:zoë/5/1/minute}", 1, 5, 60)
+    argc, body = pack_arguments(*args)
+    assert b"*%d\r\n" % argc + body == b"".join(Connection().pack_command(*args))
+
+
+async def test_a_server_that_stops_answering_fails_the_round_trip_in_time(limiter):
+    async def silent(reader, writer):  # reads until the client hangs up, never answers
+        while await reader.read(1 << 16):
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    stalled = Limiter(ThrottleSettings(storage=f"redis://127.0.0.1:{port}/0"))
+    stalled.window.sha = "0" * 40  # past the script load: the round trip itself stalls
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        await stalled.window.hit(rates("5/minute"), "p", "k")
+    assert time.monotonic() - started < 2
+    assert stalled.window._connection is None, "a connection that timed out is not used again"
+    await stalled.aclose()
+    server.close()
+    await server.wait_closed()
