@@ -111,6 +111,19 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_warnings(config: Config, workers: int) -> list[str]:
+    """What ``stackgate run`` warns about before serving (it serves all the same)."""
+    warnings = []
+    throttled = any(getattr(route, "throttle", None) for route in config.routes)
+    if workers > 1 and throttled and config.throttle.storage == "memory://":
+        warnings.append(
+            f'{config.source}: throttle.storage: "memory://" with --workers {workers}: each worker counts on its own, '
+            f"so a client can get up to {workers}x every rate; use a Redis URL such as "
+            '"redis://127.0.0.1:6379/0" to share the counters'
+        )
+    return warnings
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -118,6 +131,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load(path)
     if config is None:
         return 1
+    for warning in run_warnings(config, args.workers):
+        print(f"warning: {warning}", file=sys.stderr)
     os.environ["STACKGATE_CONFIG"] = path
     os.environ["STACKGATE_LOG_LEVEL"] = args.log_level
     os.environ.pop("SCRIPT_NAME", None)  # a2wsgi would apply it to every mount

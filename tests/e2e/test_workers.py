@@ -20,6 +20,12 @@ backend = "a"
 auth = "none"
 """
 
+THROTTLED = CONFIG + """throttle = "p"
+
+[throttle.policies.p]
+rates = ["100/minute"]
+"""
+
 
 def worker_of(sock: socket.socket) -> int:
     sock.sendall(b"GET /_stackgate/health HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -53,3 +59,16 @@ def test_a_burst_of_connections_is_spread_over_the_workers(tmp_path):
         assert len(served) == 2 and min(served.values()) >= 4, served
     finally:
         server.stop()
+
+
+def test_memory_throttling_with_several_workers_is_warned_about(tmp_path):
+    """Each worker would count alone: the operator hears it at start, and how to share the counters."""
+    config = tmp_path / "config.toml"
+    config.write_text(THROTTLED)
+    server = GatewayProcess(config, base_env(STACKGATE_DATA_DIR=str(tmp_path)), workers=2).start()
+    try:
+        log = server.log()
+    finally:
+        server.stop()
+    assert f'warning: {config}: throttle.storage: "memory://" with --workers 2: each worker counts on its own' in log
+    assert '"redis://127.0.0.1:6379/0"' in log
