@@ -23,6 +23,12 @@ client address (``[gateway].trusted_proxies`` decides when
 Responses of a throttled route carry ``RateLimit-Policy`` and ``RateLimit``
 (draft-ietf-httpapi-ratelimit-headers); a refusal is a 429 with
 ``Retry-After``.
+
+Rates are counted in order; the first that refuses ends the request (the
+ones before it have counted it). On Redis, the default strategy costs one
+script call per request for all its rates, shared with the requests that
+overlap it (``gateway.policies.redis_window``); the others take limits'
+two calls per rate.
 """
 
 from __future__ import annotations
