@@ -15,6 +15,15 @@ back on one hot thread; a stall lets the next request start on another thread
 within ``overlap_after``. ``overlap_after = 0`` runs up to ``threads`` calls at
 once, as a plain thread pool does.
 
+The GIL is the process's, not a backend's: the pools of one process that
+share a ``Gate`` (every WSGI backend with ``overlap_after > 0``: ``PROCESS_GATE``)
+apply the rule to all their calls together, and take turns: when a call ends
+and several backends have calls waiting, the next backend in turn starts
+one, so a flood of one backend's calls never holds another's behind it for
+more than one call. Each pool keeps its own threads and its own ``threads``
+cap, so a backend whose calls all stall opens room for the others, and never
+takes more than its threads.
+
 The clock that notices a stall is a timer on the event loop, armed only while
 requests wait.
 """
@@ -45,14 +54,84 @@ class Ticket:
         self.cancelled = False
 
 
+class Gate:
+    """The pools that share the rule: one lock, one count of calls, turns between the pools."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pools: list["HotPool"] = []
+        """The pools with calls waiting or running, in the order they came (the order of turns)."""
+        self.last: Optional["HotPool"] = None  # the pool whose thread took a call last
+
+    def allowed(self, now: float) -> int:
+        """Calls that may run now over all the pools: one, plus one per call that has stalled."""
+        allowed = 1
+        for pool in self.pools:
+            if pool.overlap_after <= 0:
+                return 1 << 30  # a plain thread pool (alone on its gate): only its threads bound it
+            for started in pool._running.values():
+                if now - started >= pool.overlap_after:
+                    allowed += 1
+        return allowed
+
+    def room(self, now: float) -> int:
+        """How many more calls may start now (threads already woken count as started)."""
+        return self.allowed(now) - sum(len(p._running) + p._waking for p in self.pools)
+
+    def next_pool(self, after: Optional["HotPool"] = None) -> Optional["HotPool"]:
+        """Whose turn it is: the first pool after ``after`` (default: the last to take a call),
+        in turn, with a call nobody is woken for and a thread to spare.
+
+        Turns, not one queue: a flood of one backend's calls never holds another's
+        behind it for more than one call.
+        """
+        pools = self.pools
+        if not pools:
+            return None
+        after = self.last if after is None else after
+        start = pools.index(after) + 1 if after in pools else 0
+        for i in range(len(pools)):
+            pool = pools[(start + i) % len(pools)]
+            jobs = pool._jobs
+            while jobs and jobs[0].cancelled and not pool._waking:
+                jobs.popleft()
+            if len(jobs) > pool._waking and len(pool._running) + pool._waking < pool.threads:
+                return pool
+        return None
+
+    def dispatch(self, now: float) -> None:
+        """Wake a thread for each call that may start now, pool by pool in turn."""
+        room = self.room(now)
+        after = None
+        while room > 0:
+            pool = self.next_pool(after)
+            if pool is None:
+                return
+            pool._wake()
+            after = pool
+            room -= 1
+
+    def ask_timers(self) -> None:
+        for pool in self.pools:
+            pool._ask_timer()
+
+
+PROCESS_GATE = Gate()
+"""The gate of this process's WSGI backends (``gateway.backends.wsgi``)."""
+
+
 
 class HotPool:
-    def __init__(self, name: str, threads: int, overlap_after: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, name: str, threads: int, overlap_after: float, clock: Callable[[], float] = time.monotonic,
+                 gate: Optional[Gate] = None) -> None:
+        """``gate``: the pools to share the rule with (default: none, a gate of its own).
+        A pool with ``overlap_after = 0`` always has a gate of its own."""
         self.name = name
         self.threads = threads
         self.overlap_after = overlap_after
         self.clock = clock
-        self._lock = threading.Lock()
+        self.gate = gate if gate is not None and overlap_after > 0 else Gate()
+        self._lock = self.gate.lock
         self._work = threading.Condition(self._lock)
         self._jobs: deque[Ticket] = deque()
         self._running: dict[int, float] = {}  # thread id -> start of its call
@@ -68,15 +147,16 @@ class HotPool:
     def submit(self, fn: Callable[..., Any], args: tuple, done: Done) -> Ticket:
         """Run ``fn(*args)`` on a thread; ``done(error)`` is then called on the loop. Never blocks."""
         loop = asyncio.get_running_loop()
-        ticket = Ticket(fn, args, done, loop)
         with self._lock:
             if self._closed:
                 raise RuntimeError(f'the pool of backend "{self.name}" is shut down')
+            ticket = Ticket(fn, args, done, loop)
             self._jobs.append(ticket)
-            startable = self._room(self.clock()) > 0
-            if startable:
-                self._wake()
-        if not startable:
+            if self not in self.gate.pools:  # the gate counts the pools that have calls, waiting or running
+                self.gate.pools.append(self)
+            self.gate.dispatch(self.clock())
+            waits = len(self._jobs) > self._waking
+        if waits:
             self._arm(loop)
         return ticket
 
@@ -99,6 +179,11 @@ class HotPool:
         with self._lock:
             self._closed = True
             self._jobs.clear()
+            if self in self.gate.pools:
+                self.gate.pools.remove(self)
+                if self.gate.last is self:
+                    self.gate.last = None
+                self.gate.dispatch(self.clock())  # its running calls no longer count
             self._work.notify_all()
         if self._timer is not None:
             self._timer.cancel()
@@ -106,21 +191,19 @@ class HotPool:
 
     # --- the rule (under the lock) ------------------------------------------------------
 
-    def allowed(self, now: float) -> int:
-        """Calls that may run now: one, plus one per call that has run ``overlap_after`` or longer."""
-        if self.overlap_after <= 0:
-            return self.threads
-        stalled = 0
-        for started in self._running.values():
-            if now - started >= self.overlap_after:
-                stalled += 1
-        return min(self.threads, 1 + stalled)
+    def _may_take(self, now: float) -> bool:
+        """For a thread of this pool looking for work: is this pool's next call the one to start now?"""
+        return (
+            len(self._jobs) > self._waking
+            and len(self._running) + self._waking < self.threads
+            and self.gate.room(now) > 0
+            and self.gate.next_pool() is self
+        )
 
-    def _room(self, now: float) -> int:
-        """How many more threads to wake for the calls that wait."""
-        while self._jobs and self._jobs[0].cancelled:
-            self._jobs.popleft()
-        return min(len(self._jobs) - self._waking, self.allowed(now) - len(self._running) - self._waking)
+    def _leave_if_idle(self) -> None:
+        """Off the gate while this pool has no call, waiting or running (it joins again on submit)."""
+        if not self._jobs and not self._running and not self._waking and self in self.gate.pools:
+            self.gate.pools.remove(self)
 
     def _wake(self) -> None:
         self._waking += 1
@@ -135,7 +218,7 @@ class HotPool:
 
     def _ask_timer(self) -> None:
         """From a thread, under the lock: calls wait, so the loop should watch for a stall."""
-        if self.overlap_after > 0 and not self._timer_pending and self._jobs:
+        if self.overlap_after > 0 and not self._timer_pending and len(self._jobs) > self._waking:
             self._timer_pending = True
             loop = self._jobs[0].loop
             try:
@@ -153,16 +236,21 @@ class HotPool:
             return
         with self._lock:
             now = self.clock()
-            for _ in range(self._room(now)):
-                self._wake()
-            fresh = [start for start in self._running.values() if now - start < self.overlap_after]
-            if not self._jobs or not fresh:
+            self.gate.dispatch(now)
+            # When each running call (of every pool on the gate) turns stalled, if it has not yet.
+            fresh = [
+                start + pool.overlap_after
+                for pool in self.gate.pools
+                for start in pool._running.values()
+                if now - start < pool.overlap_after
+            ]
+            if len(self._jobs) <= self._waking or not fresh:
                 # Nothing waits, or nothing will turn stalled: only an end lets another call
                 # start, and the thread that ends takes it (asking again if calls still wait).
                 self._timer_pending = False
                 return
             self._timer_pending = True
-            delay = min(fresh) + self.overlap_after - now
+            delay = min(fresh) - now
         # A little late rather than early: uvloop's timers have millisecond steps.
         self._timer = loop.call_later(delay + _LATE, self._tick, loop)
 
@@ -178,8 +266,13 @@ class HotPool:
         with lock:
             self._waking -= 1
             while True:
-                while not self._closed and not (self._jobs and len(self._running) < self.allowed(self.clock())):
-                    self._ask_timer()
+                while not self._closed:
+                    now = self.clock()
+                    if self._may_take(now):
+                        break
+                    self.gate.dispatch(now)  # another pool's call may be the one due
+                    self.gate.ask_timers()
+                    self._leave_if_idle()
                     self._idle += 1
                     self._work.wait()
                     self._waking -= 1
@@ -190,7 +283,8 @@ class HotPool:
                     continue
                 ticket.started = True
                 self._running[me] = self.clock()
-                self._ask_timer()
+                self.gate.last = self
+                self.gate.ask_timers()
                 lock.release()
                 error: Optional[BaseException] = None
                 try:

@@ -15,7 +15,9 @@ loop and the worker thread once per message (~100 µs each here):
   iterator and ``close()`` is called.
 - The pool (``gateway.backends.pool``) runs one call at a time until a call
   has run ``overlap_after`` seconds, then one more beside it, up to
-  ``threads``; a thread that ends a call takes the next itself.
+  ``threads``; a thread that ends a call takes the next itself. The rule is
+  the process's (``PROCESS_GATE``): the WSGI backends of one worker count
+  their calls together and take turns, since they share one GIL.
 - The pool is a bulkhead: ``threads`` workers plus ``queue`` waiting requests;
   past that a request is refused with 503 at once, and a response that has
   not started within ``timeout`` seconds is answered with 504 (a request
@@ -36,7 +38,7 @@ from pydantic import Field
 
 from gateway import metrics
 from gateway.backends.base import AppImportConfig, Backend, load_app
-from gateway.backends.pool import HotPool
+from gateway.backends.pool import PROCESS_GATE, HotPool
 from gateway.errors import GatewayError
 from gateway.schema import ByteSize
 from gateway.server import BODY_STALLED, BODY_TIMEOUT
@@ -150,7 +152,7 @@ class WSGIBackend(Backend):
     def __init__(self, name: str, config: WSGIBackendConfig) -> None:
         super().__init__(name, config)
         self.app = load_app(config.app)
-        self.pool = HotPool(name, config.threads, config.overlap_after)
+        self.pool = HotPool(name, config.threads, config.overlap_after, gate=PROCESS_GATE)
         self.capacity = config.threads + config.queue
         self.busy = 0
         self.rejected = 0

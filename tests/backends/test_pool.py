@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from gateway.backends.pool import HotPool
+from gateway.backends.pool import Gate, HotPool
 
 
 class Calls:
@@ -54,8 +54,8 @@ def calls():
 def make_pool():
     pools: list[HotPool] = []
 
-    def make(threads: int, overlap_after: float) -> HotPool:
-        pools.append(HotPool("t", threads=threads, overlap_after=overlap_after))
+    def make(threads: int, overlap_after: float, gate: Gate | None = None, name: str = "t") -> HotPool:
+        pools.append(HotPool(name, threads=threads, overlap_after=overlap_after, gate=gate))
         return pools[-1]
 
     yield make
@@ -206,3 +206,94 @@ def test_the_ramp_holds_on_uvloop_with_threads_left_idle_from_before():
         for ends in runner.run(rounds()):
             # Four at once (20 ms apart), then the next four: two rounds of 0.2 s, never three.
             assert ends[3] < 0.35 and ends[-1] < 0.55, ends
+
+
+# --- pools that share a gate: one GIL, so one rule for the process's backends ---------------
+
+
+async def test_pools_on_one_gate_run_one_call_at_a_time_between_them(make_pool, calls):
+    gate = Gate()
+    django, flask = make_pool(4, 5.0, gate, "django"), make_pool(4, 5.0, gate, "flask")
+    futures = [submit(django if i % 3 else flask, calls, f"c{i}", 0.002)[1] for i in range(30)]
+    assert await asyncio.gather(*futures) == [None] * 30
+    assert calls.most == 1, "two backends' calls only take the GIL from each other"
+    threads = {thread for _, thread in calls.ran}
+    assert len(threads) == 2, "one hot thread per backend"
+
+
+async def test_backends_take_turns_so_a_flood_of_one_does_not_hold_the_other(make_pool, calls):
+    gate = Gate()
+    django, flask = make_pool(1, 5.0, gate, "django"), make_pool(1, 5.0, gate, "flask")
+    release = calls.hold("d0")
+    futures = [submit(django, calls, f"d{i}")[1] for i in range(6)]
+    await asyncio.sleep(0.05)
+    futures += [submit(flask, calls, f"f{i}")[1] for i in range(2)]
+    await asyncio.sleep(0.05)
+    release.set()
+    assert await asyncio.wait_for(asyncio.gather(*futures), 5) == [None] * 8
+    order = [name for name, _ in calls.ran]
+    assert order == ["d0", "f0", "d1", "f1", "d2", "d3", "d4", "d5"], order
+
+
+async def test_pools_on_their_own_gates_run_side_by_side(make_pool, calls):
+    django, flask = make_pool(4, 5.0, name="django"), make_pool(4, 5.0, name="flask")
+    release = calls.hold("d")
+    _, held = submit(django, calls, "d")
+    _, other = submit(flask, calls, "f")
+    assert await asyncio.wait_for(other, 5) is None
+    release.set()
+    assert await asyncio.wait_for(held, 5) is None
+
+
+async def test_a_stalled_call_of_one_backend_lets_the_others_start(make_pool, calls):
+    gate = Gate()
+    django, flask = make_pool(2, 0.05, gate, "django"), make_pool(2, 0.05, gate, "flask")
+    releases = [calls.hold(f"d{i}") for i in range(3)]
+    blocked = [submit(django, calls, f"d{i}")[1] for i in range(3)]
+    await asyncio.sleep(0.3)
+    assert sorted(calls.started) == ["d0", "d1"], "django has two threads: its third call waits"
+    quick = [submit(flask, calls, f"f{i}", 0.001)[1] for i in range(5)]
+    assert await asyncio.wait_for(asyncio.gather(*quick), 5) == [None] * 5, "flask goes on beside stalled django"
+    assert "d2" not in calls.started
+    for release in releases:
+        release.set()
+    assert await asyncio.wait_for(asyncio.gather(*blocked), 5) == [None] * 3
+
+
+async def test_a_call_waiting_behind_another_backend_is_started_when_that_one_ends(make_pool, calls):
+    gate = Gate()
+    django, flask = make_pool(1, 5.0, gate, "django"), make_pool(1, 5.0, gate, "flask")
+    release = calls.hold("d0")
+    _, first = submit(django, calls, "d0")
+    _, waiting = submit(flask, calls, "f0")
+    _, after = submit(django, calls, "d1")
+    await asyncio.sleep(0.1)
+    assert list(calls.started) == ["d0"]
+    release.set()
+    assert await asyncio.wait_for(asyncio.gather(first, waiting, after), 5) == [None] * 3
+    assert [name for name, _ in calls.ran] == ["d0", "f0", "d1"], "django's thread hands over: it is flask's turn"
+
+
+async def test_a_shut_down_pool_leaves_the_gate(make_pool, calls):
+    gate = Gate()
+    gone, kept = make_pool(1, 5.0, gate, "gone"), make_pool(1, 5.0, gate, "kept")
+    release = calls.hold("g")
+    submit(gone, calls, "g")
+    await asyncio.sleep(0.05)
+    gone.shutdown()
+    _, later = submit(kept, calls, "k", 0.001)
+    assert await asyncio.wait_for(later, 5) is None, "a call still running in a shut-down pool no longer holds the gate"
+    release.set()
+
+
+async def test_only_pools_with_calls_are_on_the_gate(make_pool, calls):
+    """A process's gate iterates the pools that have work, not every pool ever built."""
+    gate = Gate()
+    pools = [make_pool(1, 5.0, gate, f"p{i}") for i in range(3)]
+    assert gate.pools == []
+    await asyncio.gather(*(submit(pool, calls, pool.name, 0.001)[1] for pool in pools))
+    for _ in range(100):
+        if not gate.pools:
+            break
+        await asyncio.sleep(0.01)
+    assert gate.pools == [], "each pool left the gate once its calls were done"
