@@ -54,36 +54,44 @@ class JSONFormatter(logging.Formatter):
             data["traceback"] = self.formatException(record.exc_info)
         return json.dumps(data, default=str)
 
-    def line(self, logger: str, message: str, fields: dict) -> str:
-        """An info line without a LogRecord (the access log's path)."""
-        data = {"time": self.clock.stamp(time.time()), "level": "info", "logger": logger, "message": message, "pid": self.pid}
+    def line(self, logger: str, message: str, fields: dict, level: str = "info") -> str:
+        """A line without a LogRecord (the access log's path)."""
+        data = {"time": self.clock.stamp(time.time()), "level": level, "logger": logger, "message": message, "pid": self.pid}
         data.update(fields)
         return json.dumps(data, default=str)
 
 
 class BufferedStreamHandler(logging.Handler):
-    """Writes lines in batches: one write per FLUSH_RECORDS lines or FLUSH_SECONDS.
+    """Writes lines in batches, from its own thread: every FLUSH_SECONDS, or as soon as FLUSH_RECORDS wait.
 
     A write per request (with its lock) is a measurable share of a request's
-    cost; warnings and errors are written at once, with what was waiting
-    before them.
+    cost, and a write on the event loop stops every request of the worker for
+    as long as the stream blocks (a pipe nobody reads, a slow disk). So
+    request lines only go into the buffer; warnings and errors are written at
+    once, with what was waiting before them. Beyond MAX_BUFFERED lines (the
+    stream has stopped taking them) new lines are dropped and counted, and the
+    count is written when the stream takes lines again.
     """
 
     FLUSH_RECORDS = 256
     FLUSH_SECONDS = 0.5
+    MAX_BUFFERED = 100_000
 
     def __init__(self, stream) -> None:
         super().__init__()
         self.stream = stream
         self.formatter: JSONFormatter = JSONFormatter()
         self.buffer: list[str] = []
+        self.dropped = 0
         self.last_flush = time.monotonic()
+        self._due = threading.Event()
         threading.Thread(target=self._flush_periodically, name="stackgate-log-flush", daemon=True).start()
 
     def _flush_periodically(self) -> None:
         while True:
-            time.sleep(self.FLUSH_SECONDS)
-            if self.buffer:
+            self._due.wait(self.FLUSH_SECONDS)
+            self._due.clear()
+            if self.buffer or self.dropped:
                 self.flush()
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -94,9 +102,14 @@ class BufferedStreamHandler(logging.Handler):
 
     def add(self, line: str, urgent: bool = False) -> None:
         buffer = self.buffer
+        if len(buffer) >= self.MAX_BUFFERED and not urgent:
+            self.dropped += 1  # the stream is stuck: memory stays bounded
+            return
         buffer.append(line)  # list.append is atomic: no lock on the request's path
-        if urgent or len(buffer) >= self.FLUSH_RECORDS or time.monotonic() - self.last_flush >= self.FLUSH_SECONDS:
+        if urgent:
             self.flush()
+        elif len(buffer) >= self.FLUSH_RECORDS and not self._due.is_set():
+            self._due.set()  # the flush thread writes; the caller (the event loop) never does
 
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]
@@ -105,6 +118,11 @@ class BufferedStreamHandler(logging.Handler):
             count = len(buffer)
             lines = buffer[:count]
             del buffer[:count]
+            if self.dropped:
+                dropped, self.dropped = self.dropped, 0
+                lines.append(self.formatter.line(
+                    "stackgate", f"{dropped} log lines dropped: the log stream took no lines while {self.MAX_BUFFERED} waited",
+                    {}, level="warning"))
             if lines:
                 try:
                     self.stream.write("\n".join(lines) + "\n")

@@ -51,3 +51,52 @@ def test_access_lines_follow_the_access_switch(monkeypatch):
         assert stream.getvalue() == ""
     finally:
         logging.getLogger("stackgate.access").setLevel(logging.INFO)
+
+
+class StuckStream(io.StringIO):
+    """A stream that blocks on write until released: a pipe nobody reads, a stalled disk."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import threading
+
+        self.released = threading.Event()
+
+    def write(self, text: str) -> int:
+        assert self.released.wait(10), "never released"
+        return super().write(text)
+
+
+def test_request_lines_never_wait_for_a_stuck_stream():
+    import threading
+
+    stream = StuckStream()
+    handler = logs.BufferedStreamHandler(stream)
+    added = threading.Event()
+
+    def requests():
+        for n in range(3 * handler.FLUSH_RECORDS):
+            handler.add(json.dumps({"n": n}))
+        added.set()
+
+    threading.Thread(target=requests, daemon=True).start()
+    assert added.wait(5), "a request's log line waited for the stream (the event loop would have stopped)"
+    stream.released.set()
+    handler.flush()
+    assert [json.loads(line)["n"] for line in stream.getvalue().splitlines()] == list(range(3 * handler.FLUSH_RECORDS))
+
+
+def test_a_stream_that_takes_nothing_costs_bounded_memory_and_the_loss_is_told(monkeypatch):
+    stream = StuckStream()
+    handler = logs.BufferedStreamHandler(stream)
+    monkeypatch.setattr(handler, "MAX_BUFFERED", 500)
+    for n in range(800):
+        handler.add(json.dumps({"n": n}))
+    assert len(handler.buffer) <= 500 + handler.FLUSH_RECORDS and handler.dropped >= 300 - handler.FLUSH_RECORDS
+    stream.released.set()
+    handler.flush()
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    kept = [line["n"] for line in lines if "n" in line]
+    assert kept == list(range(len(kept))), "what was kept is in order, nothing in between is missing"
+    assert len(kept) + int(lines[-1]["message"].split()[0]) == 800
+    assert lines[-1]["level"] == "warning" and "log lines dropped" in lines[-1]["message"]
