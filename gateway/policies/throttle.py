@@ -33,6 +33,7 @@ two calls per rate.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import math
@@ -391,8 +392,22 @@ def limiter_for(settings: ThrottleSettings, runtime: dict) -> Limiter:
     limiter: Optional[Limiter] = runtime.get("throttle")
     key = (settings.storage, settings.strategy, settings.max_keys, settings.key_prefix)
     if limiter is None or limiter.settings_key != key:
+        if limiter is not None:
+            _close_later(limiter)
         limiter = runtime["throttle"] = Limiter(settings)
     return limiter
+
+
+RETIRED_GRACE_SECONDS = 30.0
+"""How long a limiter replaced by a reload stays open for the requests that still hold it."""
+
+
+def _close_later(limiter: Limiter) -> None:
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # built outside a loop (startup, a check): nothing of it was opened yet
+        return
+    loop.call_later(RETIRED_GRACE_SECONDS, lambda: loop.create_task(limiter.aclose()))
 
 
 def wrap(app: Any, route: Any, config: Any, runtime: dict) -> Any:
