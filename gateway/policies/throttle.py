@@ -276,11 +276,14 @@ class Limiter:
         return states
 
     async def aclose(self) -> None:
-        """Close what the storage holds open (Redis: its pool and the window's connection)."""
-        if self.window is not None:
-            await self.window.aclose()
-        if isinstance(self.storage, RedisStorage):
-            await self.storage.bridge.get_connection().connection_pool.disconnect()
+        """Close what the storage holds open (Redis: its pool and the window's connection); never raises."""
+        try:
+            if self.window is not None:
+                await self.window.aclose()
+            if isinstance(self.storage, RedisStorage):
+                await self.storage.bridge.get_connection().connection_pool.disconnect()
+        except Exception as exc:  # closing a connection to a server that is gone: nothing left to do
+            logger.debug("closing the throttle storage: %s", exc)
 
     async def healthy(self) -> bool:
         try:
