@@ -83,7 +83,6 @@ class BufferedStreamHandler(logging.Handler):
         self.formatter: JSONFormatter = JSONFormatter()
         self.buffer: list[str] = []
         self.dropped = 0
-        self.last_flush = time.monotonic()
         self._due = threading.Event()
         threading.Thread(target=self._flush_periodically, name="stackgate-log-flush", daemon=True).start()
 
@@ -113,7 +112,6 @@ class BufferedStreamHandler(logging.Handler):
 
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]
-            self.last_flush = time.monotonic()
             buffer = self.buffer  # one list for good: a line appended meanwhile stays for the next write
             count = len(buffer)
             lines = buffer[:count]

@@ -249,11 +249,16 @@ def build_storage(settings: ThrottleSettings) -> Storage:
     )
 
 
+def storage_key(settings: ThrottleSettings) -> tuple:
+    """The settings a limiter is built from: while they stay the same, a reload keeps it (and its counts)."""
+    return (settings.storage, settings.strategy, settings.max_keys, settings.key_prefix)
+
+
 class Limiter:
     """One storage and strategy, kept across reloads while the storage settings stay the same."""
 
     def __init__(self, settings: ThrottleSettings) -> None:
-        self.settings_key = (settings.storage, settings.strategy, settings.max_keys, settings.key_prefix)
+        self.settings_key = storage_key(settings)
         self.storage = build_storage(settings)
         self.strategy = STRATEGIES[settings.strategy](self.storage)
         one_trip = isinstance(self.storage, RedisStorage) and settings.strategy == "sliding-window-counter"
@@ -393,8 +398,7 @@ class Throttle:
 def limiter_for(settings: ThrottleSettings, runtime: dict) -> Limiter:
     """The process's limiter: reused across reloads unless the storage settings changed."""
     limiter: Optional[Limiter] = runtime.get("throttle")
-    key = (settings.storage, settings.strategy, settings.max_keys, settings.key_prefix)
-    if limiter is None or limiter.settings_key != key:
+    if limiter is None or limiter.settings_key != storage_key(settings):
         if limiter is not None:
             _close_later(limiter)
         limiter = runtime["throttle"] = Limiter(settings)
