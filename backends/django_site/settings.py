@@ -12,6 +12,19 @@ import dj_database_url
 from backends.database import database_url
 
 
+def _env_seconds(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    if not value.isdigit():
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(
+            f'{name}="{value}" must be a whole number of seconds, such as "{default}" (0: a new connection per request)'
+        )
+    return int(value)
+
+
 def _env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
@@ -61,7 +74,15 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {"default": dj_database_url.parse(database_url())}
+# Persistent connections, checked before reuse: opening one per request (Django's
+# default) cost more CPU than the todo views themselves (SQLite: connect, the WAL
+# pragma, Django's SQL functions), and a TCP connection and login for PostgreSQL.
+# Each backend thread keeps its own, so a worker holds up to `threads` of them.
+DATABASES = {
+    "default": dj_database_url.parse(
+        database_url(), conn_max_age=_env_seconds("DJANGO_CONN_MAX_AGE", 600), conn_health_checks=True
+    )
+}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Write-ahead log: two stacks, their threads and the shadow process share one file, and
     # in WAL readers never block a writer (nor a writer its readers). The mode is kept in

@@ -522,3 +522,29 @@ def test_a_write_is_not_blocked_by_a_reader_of_the_embedded_database(client):
     finally:
         reader.execute("ROLLBACK")
         reader.close()
+
+
+# Database connections
+
+
+def test_a_thread_keeps_its_database_connection_between_requests(client):
+    """Persistent connections (``CONN_MAX_AGE``): Django's default opened one per request."""
+    from django.db import connection
+
+    assert client.get("/todos").status_code == 200
+    first = connection.connection
+    assert first is not None, "the connection was closed at the end of the request"
+    assert client.get("/todos").status_code == 200
+    assert connection.connection is first
+
+
+def test_a_bad_conn_max_age_is_refused_with_the_right_form():
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DJANGO_CONN_MAX_AGE": "soon", "DJANGO_SETTINGS_MODULE": "backends.django_site.settings"}
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert 'DJANGO_CONN_MAX_AGE="soon" must be a whole number of seconds, such as "600"' in result.stderr
