@@ -248,6 +248,8 @@ BASELINE = "a"
 BARE = "d0"
 CHAIN_COST_PAIRS = {"dp": BARE, "ep": BARE, "d": BARE, "e": BARE}
 """Chain cost = 1 - x / bare for each of these configurations."""
+BARE_MOUNT = "c"
+"""The issue's own reference for the chain's cost as well: the stack in a bare a2wsgi mount, same workers."""
 
 
 def stacks_of(spec: ConfigSpec, stacks: list[str]) -> list[str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import statistics
 from typing import Iterable, Optional
 
-from bench.configs import BASELINE, CHAIN_COST_PAIRS, CONFIGS
+from bench.configs import BARE_MOUNT, BASELINE, CHAIN_COST_PAIRS, CONFIGS
 from bench.model import NOISY_PCT, SPLIT, WORKLOADS
 
 MiB = 2**20
@@ -56,11 +56,13 @@ def summarize(runs: list[dict], targets: list[dict]) -> dict:
         bare = CHAIN_COST_PAIRS.get(cell["config"])
         if bare:
             ratio = _ratio(cell, index, bare, mix)
+            mount = _ratio(cell, index, BARE_MOUNT, mix)
             bare_cpu = _bare_cpu(cell, index, bare, mix)
             chain.append({
                 "workload": cell["workload"], "concurrency": cell["concurrency"], "stack": cell["stack"],
                 "config": cell["config"], "against": bare, "rps": cell["rps"],
                 "chain_cost": None if ratio is None else 1 - ratio,
+                "mount_cost": None if mount is None else 1 - mount,
                 "cpu_us_per_request": cell["cpu_us_per_request"],
                 "bare_cpu_us_per_request": bare_cpu,
                 "cpu_cost": cell["cpu_us_per_request"] / bare_cpu - 1 if bare_cpu and cell["cpu_us_per_request"] else None,
@@ -191,11 +193,13 @@ def render(summary: dict, skipped: list[dict], notes: list[str]) -> str:
             rows.append([c["workload"], str(c["concurrency"]), c["stack"], f"{c['config']} vs {c['against']}",
                          _fmt(c["rps"], ".0f"), _fmt(None if c["chain_cost"] is None else 100 * c["chain_cost"], ".1f"),
                          _fmt(c["cpu_us_per_request"], ".0f"), _fmt(c["bare_cpu_us_per_request"], ".0f"),
-                         _fmt(None if c["cpu_cost"] is None else 100 * c["cpu_cost"], "+.1f")])
+                         _fmt(None if c["cpu_cost"] is None else 100 * c["cpu_cost"], "+.1f"),
+                         _fmt(None if c.get("mount_cost") is None else 100 * c["mount_cost"], ".1f")])
         out.append("== policy chain cost: 1 - chain/bare req/s, and extra server CPU per request "
-                   "(split rows: against d0 of both stacks in the measured mix) ==")
-        out.append(table(["workload", "c", "stack", "configs", "req/s", "cost %", "cpu us/req", "bare cpu", "cpu +%"],
-                         rows, right={1, 4, 5, 6, 7, 8}))
+                   f"(split rows: against d0 of both stacks in the measured mix); "
+                   f"'vs {BARE_MOUNT} %': the same against the bare a2wsgi mount ({BARE_MOUNT}) ==")
+        out.append(table(["workload", "c", "stack", "configs", "req/s", "cost %", "cpu us/req", "bare cpu", "cpu +%",
+                          f"vs {BARE_MOUNT} %"], rows, right={1, 4, 5, 6, 7, 8, 9}))
         out.append("")
 
     if summary["split_mix"]:

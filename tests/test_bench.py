@@ -197,7 +197,8 @@ def test_runs_with_errors_are_flagged_not_averaged():
 
 def test_chain_cost_and_split_baseline():
     runs = [_run("a", "flask", 1000), _run("a", "django", 500), _run("d0", "flask", 800, cpu=1000),
-            _run("d0", "django", 400, cpu=2000), _run("dp", "django", 300, cpu=2500), _run("d", "split", 350, cpu=2100)]
+            _run("d0", "django", 400, cpu=2000), _run("dp", "django", 300, cpu=2500), _run("d", "split", 350, cpu=2100),
+            _run("c", "django", 320), _run("c", "flask", 640)]
     targets = [{"config": "d", "stack": "split", "served_by": {"django": 90, "flask": 10}}]
     summary = report.summarize(runs, targets)
     cost = {c["config"]: c["chain_cost"] for c in summary["chain_cost"]}
@@ -207,6 +208,10 @@ def test_chain_cost_and_split_baseline():
     assert cpu_cost["d"] == pytest.approx(2100 / (0.9 * 2000 + 0.1 * 1000) - 1)
     bare_mix = 1 / (0.9 / 400 + 0.1 / 800)
     assert cost["d"] == pytest.approx(1 - 350 / bare_mix)
+    mount = {c["config"]: c["mount_cost"] for c in summary["chain_cost"]}
+    assert mount["dp"] == pytest.approx(1 - 300 / 320)
+    assert mount["d"] == pytest.approx(1 - 350 / (1 / (0.9 / 320 + 0.1 / 640)))
+    assert "vs c %" in report.render(summary, [], [])
     cells = {(c["config"], c["stack"]): c for c in summary["cells"]}
     assert cells[("d", "split")]["vs_a"] == pytest.approx(350 / (1 / (0.9 / 500 + 0.1 / 1000)))
 
