@@ -1,15 +1,13 @@
 """``stackgate run --workers N``: uvicorn's supervisor, with two changes.
 
-- **Connections spread evenly over the workers**: one listening socket, and a
-  worker holding more connections than another leaves new ones to it
-  (``gateway.listener``). With uvicorn's plain shared socket the worker that
-  wakes first drains the whole accept queue (measured here: a Django route at
-  16 connections ran at half speed in two of three runs); with a socket per
-  worker (``SO_REUSEPORT``) the kernel's hash split 64 connections 37/27. The
-  socket listens before the workers start, and connections made while they
-  load wait for their share of them; the supervisor keeps it open, so a
-  worker that dies loses no queued connection, and the others take the new
-  ones until its replacement serves.
+- **One listening socket per worker**, all bound to the same address with
+  ``SO_REUSEPORT``: the kernel spreads new connections over the workers. With
+  uvicorn's one shared socket, the worker that wakes first drains the whole
+  accept queue, and a burst of connections (a client pool opening at once)
+  can land on one worker and leave the other cores idle: measured here, a
+  Django route at 16 connections ran at half speed in two of three runs. The
+  supervisor keeps every socket open, so a worker that dies and is replaced
+  loses no queued connection.
 - **SIGHUP reloads each worker's config in place** (the same checked reload
   as with one worker) instead of replacing every worker, which would skip
   the check, never report an invalid file at ``/_stackgate/status`` and drop
@@ -18,73 +16,45 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import signal
 import socket
 from typing import Optional
 
-import uvicorn
 from uvicorn.config import STARTUP_FAILURE, Config
 from uvicorn.supervisors.multiprocess import Multiprocess, Process
-
-from gateway.listener import STARTING, STOPPED, BalancedListener, Connections, Loads
 
 logger = logging.getLogger("uvicorn.error")
 
 
-def listening_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
-    """The socket every worker accepts from, listening before any worker starts (port 0: a free port)."""
+def listening_sockets(host: str, port: int, count: int, backlog: int = 2048) -> list[socket.socket]:
+    """``count`` sockets listening on ``host:port`` with ``SO_REUSEPORT`` (port 0: one free port for all).
+
+    They listen before any worker starts, so that connections made while a
+    worker is still loading wait in its queue instead of all going to the
+    worker that was ready first.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
+    sockets: list[socket.socket] = []
+    for _ in range(count):
+        sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            for other in (*sockets, sock):
+                other.close()
+            raise
         sock.listen(backlog)
-    except OSError:
-        sock.close()
-        raise
-    sock.set_inheritable(True)
-    return sock
-
-
-class BalancedServer(uvicorn.Server):
-    """uvicorn's server, accepting through ``BalancedListener`` as worker ``index`` of ``loads``."""
-
-    def __init__(self, config: Config, loads: Loads, index: int) -> None:
-        super().__init__(config)
-        self.loads = loads
-        self.index = index
-        self.server_state.connections = Connections()
-
-    async def startup(self, sockets: Optional[list[socket.socket]] = None) -> None:  # pragma: no cover - in the worker
-        await super().startup(sockets=[])  # the lifespan, and no server of uvicorn's
-        config = self.config
-
-        def create_protocol(_loop: Optional[asyncio.AbstractEventLoop] = None) -> asyncio.Protocol:
-            return config.http_protocol_class(  # type: ignore[call-arg]
-                config=config, server_state=self.server_state, app_state=self.lifespan.state, _loop=_loop
-            )
-
-        for sock in sockets or []:
-            listener = BalancedListener(sock, create_protocol, self.server_state.connections, self.loads, self.index, config.ssl)
-            listener.start()
-            self.servers.append(listener)  # type: ignore[arg-type]
+        port = sock.getsockname()[1]
+        sock.set_inheritable(True)
+        sockets.append(sock)
+    return sockets
 
 
 class Worker(Process):
-    def __init__(self, config: Config, sockets: list[socket.socket], loads: Loads, index: int) -> None:
-        super().__init__(config, sockets)
-        self.loads = loads
-        self.index = index
-
-    @property
-    def server(self) -> uvicorn.Server:
-        if self._server is None:
-            self._server = BalancedServer(self.config, self.loads, self.index)
-        return self._server
-
     def target(self, sockets: Optional[list[socket.socket]] = None) -> None:  # pragma: no cover - in the worker
         # Until the worker's reloader takes SIGHUP over (in its lifespan), a SIGHUP sent to it
         # directly (``pkill -HUP``) must not end it while it imports the stacks.
@@ -93,21 +63,14 @@ class Worker(Process):
 
 
 class Supervisor(Multiprocess):
-    """Worker ``i`` publishes its connections in slot ``i`` of ``loads``, and is replaced if it dies."""
-
-    def __init__(self, config: Config, sockets: list[socket.socket]) -> None:
-        super().__init__(config, sockets=sockets)
-        self.loads = Loads(self.processes_num)
+    """Worker ``i`` always serves ``sockets[i]``, and is replaced on the same socket if it dies."""
 
     def spawn(self, index: int) -> Process:
-        process = Worker(self.config, self.sockets, self.loads, index)
+        process = Worker(self.config, [self.sockets[index]])
         process.start()
         return process
 
     def init_processes(self) -> None:
-        for index in range(self.processes_num):
-            # A burst of connections made while the workers load waits for each one's share.
-            self.loads[index] = STARTING
         self.processes = [self.spawn(index) for index in range(self.processes_num)]
 
     def keep_subprocess_alive(self) -> None:
@@ -125,8 +88,6 @@ class Supervisor(Multiprocess):
             if self.should_exit.is_set():
                 return
             logger.info(f"Child process [{process.pid}] died")
-            # The others take every new connection until the replacement serves.
-            self.loads[index] = STOPPED
             self.processes[index] = self.spawn(index)
 
     def handle_hup(self) -> None:
@@ -138,18 +99,19 @@ class Supervisor(Multiprocess):
                 os.kill(process.pid, signal.SIGHUP)
 
     def handle_ttin(self) -> None:
-        logger.warning("SIGTTIN ignored: the worker count is fixed by --workers.")
+        logger.warning("SIGTTIN ignored: the worker count is fixed by --workers (one socket each).")
 
     def handle_ttou(self) -> None:
-        logger.warning("SIGTTOU ignored: the worker count is fixed by --workers.")
+        logger.warning("SIGTTOU ignored: the worker count is fixed by --workers (one socket each).")
 
 
 def serve(config: Config) -> None:
     """Run ``config.workers`` workers of ``config`` under the supervisor, until SIGINT/SIGTERM."""
-    sock = listening_socket(config.host, config.port, config.backlog)
+    sockets = listening_sockets(config.host, config.port, config.workers, config.backlog)
     host = f"[{config.host}]" if ":" in config.host else config.host
-    logger.info(f"Uvicorn running on http://{host}:{sock.getsockname()[1]} (Press CTRL+C to quit)")
+    logger.info(f"Uvicorn running on http://{host}:{sockets[0].getsockname()[1]} (Press CTRL+C to quit)")
     try:
-        Supervisor(config, sockets=[sock]).run()
+        Supervisor(config, sockets=sockets).run()
     finally:
-        sock.close()
+        for sock in sockets:
+            sock.close()
