@@ -414,7 +414,17 @@ def _close_later(limiter: Limiter) -> None:
         loop = asyncio.get_running_loop()
     except RuntimeError:  # built outside a loop (startup, a check): nothing of it was opened yet
         return
-    loop.call_later(RETIRED_GRACE_SECONDS, lambda: loop.create_task(limiter.aclose()))
+    loop.call_later(RETIRED_GRACE_SECONDS, _start_closing, loop, limiter)
+
+
+_closing: set[asyncio.Task] = set()
+"""The closing tasks, held until done: the loop keeps only weak references to tasks."""
+
+
+def _start_closing(loop: asyncio.AbstractEventLoop, limiter: Limiter) -> None:
+    task = loop.create_task(limiter.aclose())
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
 
 
 def wrap(app: Any, route: Any, config: Any, runtime: dict) -> Any:
