@@ -218,7 +218,7 @@ async def test_pools_on_one_gate_run_one_call_at_a_time_between_them(make_pool, 
     assert await asyncio.gather(*futures) == [None] * 30
     assert calls.most == 1, "two backends' calls only take the GIL from each other"
     threads = {thread for _, thread in calls.ran}
-    assert len(threads) == 2, "one hot thread per backend"
+    assert len(threads) == 1, "the thread that ends a call runs the next one, whichever backend's it is"
 
 
 async def test_backends_take_turns_so_a_flood_of_one_does_not_hold_the_other(make_pool, calls):
