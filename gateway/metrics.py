@@ -39,6 +39,10 @@ MIRROR = Counter("stackgate_mirror_results", "Shadow comparisons by result (matc
 BACKEND_BUSY = Gauge("stackgate_backend_busy", "Requests holding or waiting for a backend's threads.", ["backend"], multiprocess_mode="livesum")
 BACKEND_THREADS = Gauge("stackgate_backend_threads", "Worker threads of a WSGI backend's pool.", ["backend"], multiprocess_mode="livesum")
 BACKEND_REJECTED = Counter("stackgate_backend_rejected", "Requests a backend refused: pool full (503) or too slow (504).", ["backend", "reason"])
+REBALANCED = Counter(
+    "stackgate_connections_rebalanced",
+    "Keep-alive connections a worker closed (Connection: close) because it held more than its share (--workers N).",
+)
 RELOADS = Counter("stackgate_config_reloads", "Config reloads by result (applied, invalid, restart_required).", ["result"])
 
 _request_children: dict[tuple[str, str, str], Any] = {}

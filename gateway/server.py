@@ -19,6 +19,9 @@
   a stall in a body it reads itself, this module covers every other reader).
   A connection with no request in progress is closed after uvicorn's
   keep-alive timeout, a new one included.
+- With ``--workers N``, the connection count is published and a worker holding
+  more than its share answers one request with ``Connection: close``
+  (``gateway.balance``).
 - An error answered here never overtakes a response still in flight on the
   same connection (pipelining): it is written after that response, so every
   response answers its own request.
@@ -34,6 +37,7 @@ from typing import Optional
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from gateway import balance
 from gateway.errors import error_body
 
 
@@ -102,16 +106,22 @@ class HttpProtocol(HttpToolsProtocol):
         self._body_timer: Optional[asyncio.TimerHandle] = None
         self._stopped = False  # refused, or past an upgrade: nothing more is read
         self._pending: Optional[bytes] = None  # an error waiting for the response before it
+        self._balance = balance.CURRENT
+        self._shed_cycle = None  # this connection's request answered with Connection: close
 
     # connection
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        if self._balance is not None:
+            self._balance.opened()
         # uvicorn arms its keep-alive timeout only after a response: a connection that never sends would stay open.
         self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self._cancel_timers()
+        if self._balance is not None:
+            self._balance.closed(self)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -187,6 +197,22 @@ class HttpProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         if refused_upgrade:
             self.cycle.keep_alive = False
+        elif self._balance is not None:
+            self._balance_connection()
+
+    def _balance_connection(self) -> None:
+        """Answer this request with ``Connection: close`` if this worker holds more than its share
+        (``gateway.balance``): not a request with a body (nothing unread is cut off), and not one
+        that another request waits behind on this connection (pipelined)."""
+        shed = self._shed_cycle
+        if shed is not None and self.pipeline and not shed.response_started:
+            shed.keep_alive = True  # a request came in behind it: it would go unanswered
+            self._shed_cycle = None
+            self._balance.unshed(self)
+        elif not self.pipeline and self.cycle.keep_alive and self._balance.over() and not _has_body(self.headers):
+            self._balance.shed(self)
+            self._shed_cycle = self.cycle
+            self.cycle.keep_alive = False  # the client reconnects, to another worker half of the time
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

@@ -7,7 +7,10 @@
   can land on one worker and leave the other cores idle: measured here, a
   Django route at 16 connections ran at half speed in two of three runs. The
   supervisor keeps every socket open, so a worker that dies and is replaced
-  loses no queued connection.
+  loses no queued connection. The hash can split a keep-alive pool unevenly
+  for as long as it lives; each worker publishes its connections, and one
+  holding more than its share asks a client to reconnect
+  (``gateway.balance``).
 - **SIGHUP reloads each worker's config in place** (the same checked reload
   as with one worker) instead of replacing every worker, which would skip
   the check, never report an invalid file at ``/_stackgate/status`` and drop
@@ -24,6 +27,8 @@ from typing import Optional
 
 from uvicorn.config import STARTUP_FAILURE, Config
 from uvicorn.supervisors.multiprocess import Multiprocess, Process
+
+from gateway import balance
 
 logger = logging.getLogger("uvicorn.error")
 
@@ -55,18 +60,29 @@ def listening_sockets(host: str, port: int, count: int, backlog: int = 2048) -> 
 
 
 class Worker(Process):
+    def __init__(self, config: Config, sockets: list[socket.socket], loads: balance.Loads, index: int) -> None:
+        self.loads = loads
+        self.index = index
+        super().__init__(config, sockets)
+
     def target(self, sockets: Optional[list[socket.socket]] = None) -> None:  # pragma: no cover - in the worker
         # Until the worker's reloader takes SIGHUP over (in its lifespan), a SIGHUP sent to it
         # directly (``pkill -HUP``) must not end it while it imports the stacks.
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        balance.install(self.loads, self.index)
         super().target(sockets)
 
 
 class Supervisor(Multiprocess):
-    """Worker ``i`` always serves ``sockets[i]``, and is replaced on the same socket if it dies."""
+    """Worker ``i`` always serves ``sockets[i]``, publishes its connections in slot ``i`` of
+    ``loads``, and is replaced on the same socket if it dies."""
+
+    def __init__(self, config: Config, sockets: list[socket.socket]) -> None:
+        super().__init__(config, sockets=sockets)
+        self.loads = balance.Loads(self.processes_num)
 
     def spawn(self, index: int) -> Process:
-        process = Worker(self.config, [self.sockets[index]])
+        process = Worker(self.config, [self.sockets[index]], self.loads, index)
         process.start()
         return process
 
@@ -81,6 +97,7 @@ class Supervisor(Multiprocess):
                 continue
             process.kill()
             process.join()
+            self.loads[index] = balance.STOPPED  # its connections are gone with it
             if process.exitcode == STARTUP_FAILURE:
                 logger.error(f"Child process [{process.pid}] failed to start, stopping the parent process.")
                 self.should_exit.set()

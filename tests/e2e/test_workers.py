@@ -1,4 +1,4 @@
-"""``stackgate run --workers N``: connections spread over the workers (gateway/supervisor.py)."""
+"""``stackgate run --workers N``: connections spread over the workers (gateway/supervisor.py, balance.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import json
 import socket
 import time
 from collections import Counter
+
+import httpx
 
 from tests.services import GatewayProcess, base_env
 
@@ -27,12 +29,20 @@ rates = ["100/minute"]
 """
 
 
-def worker_of(sock: socket.socket) -> int:
+def ask(sock: socket.socket) -> tuple[int, bool]:
+    """The worker that answered a health check on ``sock``, and whether it asked to close."""
     sock.sendall(b"GET /_stackgate/health HTTP/1.1\r\nHost: x\r\n\r\n")
     data = b""
     while b"}" not in data:
-        data += sock.recv(4096)
-    return json.loads(data.split(b"\r\n\r\n", 1)[1])["worker"]
+        chunk = sock.recv(4096)
+        assert chunk, data
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    return json.loads(body)["worker"], b"\r\nconnection: close" in head.lower()
+
+
+def worker_of(sock: socket.socket) -> int:
+    return ask(sock)[0]
 
 
 def test_a_burst_of_connections_is_spread_over_the_workers(tmp_path):
@@ -72,3 +82,117 @@ def test_memory_throttling_with_several_workers_is_warned_about(tmp_path):
         server.stop()
     assert f'warning: {config}: throttle.storage: "memory://" with --workers 2: each worker counts on its own' in log
     assert '"redis://127.0.0.1:6379/0"' in log
+
+
+def pool_on_one_worker(port: int, size: int) -> list[socket.socket]:
+    """``size`` keep-alive connections that all landed on one worker (the others are closed)."""
+    pool: list[socket.socket] = []
+    spare: list[socket.socket] = []
+    target = None
+    try:
+        while len(pool) < size:  # keep only connections that landed on one worker (and were not asked to close)
+            sock = socket.create_connection(("127.0.0.1", port))
+            worker, closing = ask(sock)
+            target = target or (None if closing else worker)
+            (pool if worker == target and not closing else spare).append(sock)
+            assert len(spare) < 200, "the kernel never gave one worker enough connections"
+    finally:
+        for sock in spare:
+            sock.close()
+    time.sleep(0.3)  # the closes reach the other worker
+    return pool
+
+
+def test_a_keep_alive_pool_left_on_one_worker_is_evened_out(tmp_path):
+    """8 connections all on one worker (the kernel's hash can do that to a small pool, and they stay
+    as long as they live): that worker answers some with ``Connection: close``, the client
+    reconnects, and the pool ends 4/4; an even pool is then left alone."""
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG)
+    server = GatewayProcess(config, base_env(STACKGATE_DATA_DIR=str(tmp_path)), workers=2).start()
+    pool: list[socket.socket] = []
+    try:
+        pool = pool_on_one_worker(server.port, 8)
+        moved = 0
+        deadline = time.monotonic() + 30
+        while True:
+            served = Counter()
+            for i, sock in enumerate(pool):
+                worker, closing = ask(sock)
+                served[worker] += 1
+                if closing:  # what a client does: the next request goes on a new connection
+                    sock.close()
+                    pool[i] = socket.create_connection(("127.0.0.1", server.port))
+                    moved += 1
+            if sorted(served.values()) == [4, 4] and not closing:
+                break
+            assert time.monotonic() < deadline, served
+            time.sleep(0.06)
+        assert moved >= 4, "at least 4 connections had to move"
+
+        for _ in range(20):
+            for sock in pool:
+                assert not ask(sock)[1], "an even pool is left alone"
+        metrics = httpx.get(f"http://127.0.0.1:{server.port}/_stackgate/metrics").text
+        counted = next(line for line in metrics.splitlines() if line.startswith("stackgate_connections_rebalanced_total"))
+        assert float(counted.split()[1]) >= moved, counted  # and those told to close while the pool was made
+    finally:
+        for sock in pool:
+            sock.close()
+        server.stop()
+
+
+def test_a_worker_over_its_share_never_cuts_off_a_pipelined_request(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG)
+    server = GatewayProcess(config, base_env(STACKGATE_DATA_DIR=str(tmp_path)), workers=2).start()
+    pool: list[socket.socket] = []
+    try:
+        pool = pool_on_one_worker(server.port, 8)
+        for _ in range(10):
+            for sock in pool:
+                # Two requests in one write: the first must not be answered with Connection: close.
+                sock.sendall(b"GET /_stackgate/health HTTP/1.1\r\nHost: x\r\n\r\n" * 2)
+                data = b""
+                while data.count(b"}") < 2:
+                    chunk = sock.recv(65536)
+                    assert chunk, f"the second request went unanswered: {data!r}"
+                    data += chunk
+                assert b"connection: close" not in data.split(b"}")[0].lower()
+                if b"connection: close" in data.lower():  # the second one may be: the client reconnects
+                    sock.close()
+                    pool[pool.index(sock)] = socket.create_connection(("127.0.0.1", server.port))
+            time.sleep(0.06)
+    finally:
+        for sock in pool:
+            sock.close()
+        server.stop()
+
+
+def test_a_worker_over_its_share_never_closes_after_a_request_with_a_body(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG)
+    server = GatewayProcess(config, base_env(STACKGATE_DATA_DIR=str(tmp_path)), workers=2).start()
+    pool: list[socket.socket] = []
+    try:
+        pool = pool_on_one_worker(server.port, 8)
+        body = b'{"x": 1}'
+        for _ in range(10):
+            for sock in pool:
+                sock.sendall(b"POST /a/echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+                response = b""
+                while b"\r\n\r\n" not in response:
+                    chunk = sock.recv(65536)
+                    assert chunk, response
+                    response += chunk
+                head, _, rest = response.partition(b"\r\n\r\n")
+                assert b"connection: close" not in head.lower(), "a request with a body is never the one shed"
+                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+                while len(rest) < length:
+                    rest += sock.recv(65536)
+            time.sleep(0.06)
+    finally:
+        for sock in pool:
+            sock.close()
+        server.stop()
