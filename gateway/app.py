@@ -13,7 +13,6 @@ never changes a request in flight.
 from __future__ import annotations
 
 import asyncio
-import gc
 import itertools
 import logging
 import os
@@ -24,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from gateway import headers as H
-from gateway import logs, metrics, reload
+from gateway import heap, logs, metrics, reload
 from gateway.admin import AdminApp
 from gateway.backends import build_backend
 from gateway.backends.wsgi import ClientDisconnected
@@ -114,6 +113,7 @@ class Gateway:
         self.state = compile_state(config, self.backends, self.runtime, self._handle)
         self.admin = AdminApp(self)
         self._sampler: Optional[asyncio.Task] = None
+        self._refreeze: Optional[asyncio.Future] = None
         self.reloader = None
         if watch and config.source != "<memory>":
             from gateway.reload import Reloader
@@ -168,7 +168,8 @@ class Gateway:
                         reload.on_sighup(_sighup_ignored)
                     self._sampler = asyncio.ensure_future(self.admin.series.run())
                     if self.freeze_gc:
-                        freeze_loaded_objects()
+                        heap.freeze_loaded_objects()
+                        self._refreeze = asyncio.ensure_future(heap.Refreeze().run())
                 except Exception as exc:  # pragma: no cover - reported to the server
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
@@ -178,6 +179,8 @@ class Gateway:
                     await self.reloader.stop()
                 if self._sampler is not None:
                     self._sampler.cancel()
+                if self._refreeze is not None:
+                    self._refreeze.cancel()
                 shadow = self.runtime.get("shadow_process")
                 if shadow is not None:
                     shadow.close()
@@ -373,24 +376,11 @@ def _sighup_ignored() -> None:
     logger.warning("SIGHUP ignored: the config is not watched (STACKGATE_WATCH=0); restart to apply a change")
 
 
-def freeze_loaded_objects() -> None:
-    """Move everything loaded so far (both stacks, the config) out of the cycle collector's sight.
-
-    Those objects live as long as the worker, yet every full collection walked
-    them all: ~130,000 objects, 40-70 ms with the event loop and every request
-    in flight stopped, several times a second under load, because a Django/DRF
-    request leaves reference cycles behind (request <-> view). Frozen, a full
-    collection walks only what requests made (6-11 ms); measured: Django item,
-    c=64, p99 100-123 ms -> 60-67 ms (docs/performance.md).
-    """
-    gc.collect()
-    gc.freeze()
-
-
 def create_app(config: Config, watch: bool = False, freeze_gc: bool = False) -> Gateway:
     """Build the gateway for a validated config (imports every backend's app).
 
     ``watch`` reloads the config file when it changes (and on SIGHUP);
-    ``freeze_gc`` freezes what startup loaded (``freeze_loaded_objects``), for a server process.
+    ``freeze_gc`` freezes what startup loaded, and again what the first requests loaded
+    (``gateway.heap``), for a server process.
     """
     return Gateway(config, watch=watch, freeze_gc=freeze_gc)

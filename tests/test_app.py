@@ -324,8 +324,12 @@ async def test_a_server_process_freezes_what_startup_loaded():
         sent = await lifespan(app, "lifespan.startup", "lifespan.shutdown")
         assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
         assert gc.get_freeze_count() > before + 10_000
+        assert app._refreeze is not None, "it would freeze again what requests load"
+        await asyncio.sleep(0)
+        assert app._refreeze.cancelled(), "and stops with the worker"
     finally:
         gc.unfreeze()
     plain = create_app(parse_config(CONFIG.encode(), "test.toml", {}))
     await lifespan(plain, "lifespan.startup", "lifespan.shutdown")
     assert gc.get_freeze_count() == 0, "only a server process freezes (a test process keeps collecting)"
+    assert plain._refreeze is None
