@@ -124,6 +124,12 @@ class HttpProtocol(HttpToolsProtocol):
             self._balance.closed(self)
         super().connection_lost(exc)
 
+    def handle_websocket_upgrade(self) -> None:
+        if self._balance is not None:  # the connection goes to another protocol: no longer this one's to count
+            self._balance.closed(self)
+            self._balance = None
+        super().handle_websocket_upgrade()
+
     def data_received(self, data: bytes) -> None:
         if self._stopped:
             return

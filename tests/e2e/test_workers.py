@@ -196,3 +196,38 @@ def test_a_worker_over_its_share_never_closes_after_a_request_with_a_body(tmp_pa
         for sock in pool:
             sock.close()
         server.stop()
+
+
+def test_a_connection_upgraded_to_a_websocket_no_longer_counts_for_its_worker(tmp_path):
+    """uvicorn hands an upgraded connection to its websocket protocol, which never tells the HTTP
+    one it closed: left counted, each upgrade would make its worker look busier for good."""
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG)
+    server = GatewayProcess(config, base_env(STACKGATE_DATA_DIR=str(tmp_path)), workers=2).start()
+    pool: list[socket.socket] = []
+    try:
+        pool = pool_on_one_worker(server.port, 1)
+        busy = worker_of(pool[0])
+        upgraded = 0
+        while upgraded < 6:
+            sock = socket.create_connection(("127.0.0.1", server.port))
+            try:
+                worker, closing = ask(sock)
+                if worker != busy or closing:
+                    continue
+                sock.sendall(b"GET /a/ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                             b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+                assert b" 403 " in sock.recv(65536)
+                upgraded += 1
+            finally:
+                sock.close()
+        time.sleep(0.3)
+        # One connection on the busy worker, none on the other: never shed (moving it evens nothing).
+        for _ in range(20):
+            for sock in pool:
+                assert not ask(sock)[1], "the upgraded connections still counted for their worker"
+            time.sleep(0.06)
+    finally:
+        for sock in pool:
+            sock.close()
+        server.stop()
