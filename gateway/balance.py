@@ -56,9 +56,6 @@ class Loads:
     def __getitem__(self, index: int) -> int:
         return self.slots[index]
 
-    def __len__(self) -> int:
-        return len(self.slots)
-
     def least_other(self, index: int) -> Optional[int]:
         """The fewest connections another serving worker holds (None: no other serves)."""
         least: Optional[int] = None
@@ -90,10 +87,6 @@ class Balance:
         if connection is self.shedding:
             self.shedding = None
             metrics.REBALANCED.inc()
-
-    def stop(self) -> None:
-        """This worker serves no more: the others stop counting it."""
-        self.loads[self.index] = STOPPED
 
     def over(self) -> bool:
         """Whether this worker should shed a connection now (one at a time, ``INTERVAL`` apart)."""
