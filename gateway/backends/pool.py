@@ -27,9 +27,9 @@ under a 90/10 split). Each pool keeps its own ``threads`` cap, counted in calls
 whatever thread runs them, so a backend whose calls all stall opens room for
 the others, and never runs more than ``threads`` calls at once; a pool starts
 a thread of its own only when none of its threads is idle, so its threads
-are at most the caps of all the pools on the gate together. (A thread that has run a Django
-call keeps its own Django database connection, as each of Django's threads
-does.)
+are at most the caps of all the pools on the gate together. (A thread that
+has run a Django call keeps its own Django database connection, as each of
+Django's threads does.)
 
 The clock that notices a stall is a timer on the event loop, armed only while
 requests wait.
