@@ -9,7 +9,7 @@ from __future__ import annotations
 from flask import Flask
 
 from .api import init_api
-from .config import database_uri, defaults
+from .config import database_uri, defaults, pre_ping
 from .errors import register_error_handlers
 from .models import db
 
@@ -23,6 +23,8 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.from_mapping(test_config)
     if "SQLALCHEMY_DATABASE_URI" not in app.config:
         app.config["SQLALCHEMY_DATABASE_URI"] = database_uri()
+    engine_options = app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {})
+    engine_options.setdefault("pool_pre_ping", pre_ping(app.config["SQLALCHEMY_DATABASE_URI"]))
 
     db.init_app(app)
     register_error_handlers(app)

@@ -12,6 +12,7 @@ import sqlite3
 
 import httpx
 import pytest
+import sqlalchemy
 
 from backends.flask_site import create_app, resources
 from backends.flask_site.models import db
@@ -228,6 +229,29 @@ def test_read(client):
     assert response.status_code == 200
     assert response.json() == todo
     assert list(response.json()) == KEYS
+
+
+def test_a_request_on_sqlite_runs_no_ping_statement(app, client):
+    """A connection to an SQLite file cannot go stale, so none is tested before use."""
+    statements = []
+    with app.app_context():
+        db.engine.dispose()
+        sqlalchemy.event.listen(db.engine, "connect", lambda dbapi, record: dbapi.set_trace_callback(statements.append))
+    todo = create(client, "Read me")
+    statements.clear()
+    assert client.get(f"/todos/{todo['id']}").status_code == 200
+    assert statements and not [s for s in statements if s.strip().upper() == "SELECT 1"], statements
+
+
+@pytest.mark.parametrize(
+    ("uri", "pings"),
+    [("sqlite:///var/x.sqlite3", False), ("sqlite://", False), ("postgresql+psycopg://u@db/x", True)],
+)
+def test_a_database_server_s_connections_are_tested_before_use(uri, pings):
+    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": uri})
+    assert app.config["SQLALCHEMY_ENGINE_OPTIONS"]["pool_pre_ping"] is pings
+    kept = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": uri, "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True}})
+    assert kept.config["SQLALCHEMY_ENGINE_OPTIONS"]["pool_pre_ping"] is True  # an operator's choice stands
 
 
 def test_put_requires_title_and_keeps_done(client):

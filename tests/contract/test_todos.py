@@ -83,6 +83,29 @@ def test_written_by_one_stack_reads_the_same_on_the_other(api, stack, prefix):
     theirs.close()
 
 
+def test_connections_the_database_server_dropped_are_replaced(alice, stack):
+    """A PostgreSQL restart or failover under the gateway: each stack's kept connections are dead;
+    the next requests open new ones instead of answering 500."""
+    url = stack.env.get("DATABASE_URL")
+    if not url:
+        pytest.skip("SQLite: a connection to a file cannot be dropped by a server")
+    import psycopg
+
+    todo = alice.post("/todos", json={"title": "Survives"}).json()
+    for _ in range(20):  # every thread of the stack holds a connection now
+        assert alice.get(f"/todos/{todo['id']}").status_code == 200
+    with psycopg.connect(url, autocommit=True) as admin:
+        dropped = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()[0]
+    assert dropped >= 1
+    for _ in range(20):
+        response = alice.get(f"/todos/{todo['id']}")
+        assert response.status_code == 200, response.text
+        assert response.json() == todo
+
+
 def test_api_root(alice, stack, prefix):
     for path in ("/", ""):
         response = alice.get(path) if path else httpx.get(stack.url + prefix, headers=dict(alice.headers))
