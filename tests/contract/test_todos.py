@@ -90,9 +90,8 @@ def test_connections_the_database_server_dropped_are_replaced(alice, stack):
     import psycopg
 
     url = stack.env["DATABASE_URL"]
-
     todo = alice.post("/todos", json={"title": "Survives"}).json()
-    for _ in range(20):  # every thread of the stack holds a connection now
+    for _ in range(20):  # the stack's threads hold pooled connections now
         assert alice.get(f"/todos/{todo['id']}").status_code == 200
     with psycopg.connect(url, autocommit=True) as admin:
         dropped = admin.execute(
