@@ -325,7 +325,8 @@ class Gateway:
         except Exception:
             logger.exception("request %s failed in backend %s", request_id, route.config.backend if route else "-")
             if response_started:
-                raise  # the server closes the connection: a truncated body must not look complete
+                # The server closes the connection: a truncated body must not look complete.
+                raise logs.Logged(f"request {request_id}: the backend failed after the response began") from None
             await send_error(send_out, 502, "backend_error", "The backend failed to answer.", request_id)
         finally:
             duration = time.perf_counter() - started

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from gateway import logs
 from gateway.config import _NAME, DEFAULT_PATH, Config, ConfigError, load_config
 
 
@@ -150,6 +151,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         proxy_headers=False,  # the gateway applies [gateway].trusted_proxies itself
         server_header=False,
         access_log=False,  # the gateway writes its own JSON access log
+        log_config=logs.server_log_config(),  # and uvicorn's lines are JSON lines too
         log_level=args.log_level,
         lifespan="on",
         http="gateway.server:HttpProtocol",

@@ -10,7 +10,48 @@ import sys
 import threading
 import time
 
-_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "color_message"}
+"""Record attributes that are not a line's fields (uvicorn adds ``color_message`` for its terminal format)."""
+
+
+class Logged(Exception):
+    """A response that failed after its first byte, already logged with its traceback by the gateway.
+
+    Raised to the server so that it closes the connection (a truncated body
+    must not look complete); ``NotLoggedAgain`` keeps uvicorn from writing
+    the same failure a second time as its own traceback.
+    """
+
+
+class NotLoggedAgain(logging.Filter):
+    """On uvicorn's loggers: drop its "Exception in ASGI application" for a ``Logged`` failure."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], Logged))
+
+
+def server_log_config() -> dict:
+    """``log_config`` for uvicorn under ``stackgate run``: its own lines (start, stop, workers,
+    protocol warnings) as JSON lines on stderr, like the gateway's; its access log stays off."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"not_logged_again": {"()": NotLoggedAgain}},
+        "formatters": {"json": {"()": JSONFormatter}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "filters": ["not_logged_again"],
+                "stream": "ext://sys.stderr",
+            },
+        },
+        "loggers": {
+            "uvicorn": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+            "uvicorn.error": {"level": "INFO"},
+            "uvicorn.access": {"handlers": [], "level": "INFO", "propagate": False},
+        },
+    }
 
 
 class _Clock:

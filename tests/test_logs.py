@@ -100,3 +100,31 @@ def test_a_stream_that_takes_nothing_costs_bounded_memory_and_the_loss_is_told(m
     assert kept == list(range(len(kept))), "what was kept is in order, nothing in between is missing"
     assert len(kept) + int(lines[-1]["message"].split()[0]) == 800
     assert lines[-1]["level"] == "warning" and "log lines dropped" in lines[-1]["message"]
+
+
+def test_uvicorn_lines_are_json_and_a_failure_the_gateway_logged_is_not_written_again():
+    config = logs.server_log_config()  # what `stackgate run` gives uvicorn, built by hand (no global dictConfig)
+    assert config["formatters"]["json"]["()"] is logs.JSONFormatter
+    assert config["filters"]["not_logged_again"]["()"] is logs.NotLoggedAgain
+    assert config["loggers"]["uvicorn"]["handlers"] == ["stderr"] and config["handlers"]["stderr"]["filters"]
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logs.JSONFormatter())
+    handler.addFilter(logs.NotLoggedAgain())
+    server = logging.getLogger("tests.uvicorn.error")
+    server.handlers[:] = [handler]
+    server.propagate = False
+    server.setLevel(logging.INFO)
+    server.info("Started server process [%d]", 7, extra={"color_message": "Started server process [\x1b[36m%d\x1b[0m]"})
+    try:
+        raise logs.Logged("request r1: the backend failed after the response began")
+    except logs.Logged as exc:
+        server.error("Exception in ASGI application\n", exc_info=exc)
+    try:
+        raise RuntimeError("not the gateway's")
+    except RuntimeError as exc:
+        server.error("Exception in ASGI application\n", exc_info=exc)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line["message"] for line in lines] == ["Started server process [7]", "Exception in ASGI application\n"]
+    assert lines[0]["logger"] == "tests.uvicorn.error" and "color_message" not in lines[0]
+    assert "not the gateway's" in lines[1]["traceback"]

@@ -4,6 +4,7 @@ failures mid-response, and bulkheads between stacks."""
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import socket
 import time
 
@@ -132,6 +133,22 @@ def test_failure_mid_stream_truncates_visibly(server):
         with httpx.stream("GET", server.url + "/stream/x?n=100&size=65536&fail=50", timeout=10) as response:
             for _ in response.iter_raw():
                 pass
+
+
+def test_a_failure_mid_stream_is_logged_once_and_every_log_line_is_json(server):
+    with pytest.raises(httpx.RemoteProtocolError):
+        with httpx.stream("GET", server.url + "/stream/x?n=100&size=65536&fail=50", timeout=10) as response:
+            request_id = response.headers["x-request-id"]
+            for _ in response.iter_raw():
+                pass
+    deadline = time.monotonic() + 5
+    while request_id not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lines = [json.loads(line) for line in server.log().splitlines() if line.strip()]  # uvicorn's own lines too
+    assert {"Started server process", "Application startup complete."} <= {line["message"].split(" [")[0] for line in lines}
+    failed = [line for line in lines if request_id in line["message"]]
+    assert len(failed) == 1 and "failed mid-stream" in failed[0]["traceback"], failed
+    assert not [line for line in lines if line["message"] == "Exception in ASGI application"], "logged twice"
 
 
 def test_failure_before_first_byte_is_a_502(server):
