@@ -63,8 +63,12 @@ STRATEGIES = {
 }
 STORE_RETRY_SECONDS = 1.0
 REDIS_TIMEOUT_SECONDS = 0.5
+"""How long Redis may take to connect or to answer a command before it counts as unreachable."""
 REDIS_MAX_CONNECTIONS = 64
-"""Connections to Redis per worker; a request finding all busy waits for one (up to the timeout)."""
+"""Connections to Redis per worker; a request finding all busy waits for one."""
+REDIS_POOL_WAIT_SECONDS = 10.0
+"""How long a request waits for one of those connections. All of them busy is the worker's own
+burst, not Redis down (that is the command timeout's to tell): it must not open the throttle."""
 
 
 def parse_rate(value: str) -> limits.RateLimitItem:
@@ -236,7 +240,7 @@ def build_storage(settings: ThrottleSettings) -> Storage:
     pool = redis.asyncio.BlockingConnectionPool.from_url(
         settings.storage.replace("redis+unix://", "unix://", 1),
         max_connections=REDIS_MAX_CONNECTIONS,
-        timeout=REDIS_TIMEOUT_SECONDS,
+        timeout=REDIS_POOL_WAIT_SECONDS,
         socket_timeout=REDIS_TIMEOUT_SECONDS,
         socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
     )

@@ -8,8 +8,10 @@ import uuid
 
 import httpx
 import pytest
+import redis.asyncio
 
 from gateway.config import ConfigError, parse_config
+from gateway.policies import throttle
 from gateway.policies.throttle import BoundedMemoryStorage, client_key
 from tests.fixtures import wsgi_apps
 from tests.users import USERS, consumers_toml
@@ -99,6 +101,31 @@ async def test_exactly_the_limit_passes_under_concurrency(gateway_client, reques
         assert window.round_trips < 100, "requests that overlap share a pipeline"
     else:
         assert window is None
+
+
+async def test_a_request_that_waits_for_a_redis_connection_is_counted_not_let_through(gateway_client, request, monkeypatch, caplog):
+    """Every connection of the worker's pool busy for longer than one command may take: waiting for
+    one is the worker's own congestion, not Redis being down, so the request waits and is counted."""
+    redis_url = request.getfixturevalue("redis_server").url
+    monkeypatch.setattr(throttle, "REDIS_MAX_CONNECTIONS", 1)
+    pools = []
+    from_url = redis.asyncio.BlockingConnectionPool.from_url
+    monkeypatch.setattr(redis.asyncio.BlockingConnectionPool, "from_url", lambda *a, **k: pools.append(from_url(*a, **k)) or pools[-1])
+    client = gateway_client(config_for("redis", "moving-window", redis_url))
+    assert (await client.get("/open/x")).status_code == 200
+    pool = pools[-1]
+    held = await pool.get_connection()  # the pool's only connection, busy for a second
+
+    async def give_back():
+        await asyncio.sleep(1.0)
+        await pool.release(held)
+
+    released = asyncio.ensure_future(give_back())
+    response = await client.get("/open/x")
+    await released
+    assert response.status_code == 200
+    assert re.fullmatch(r'"standard-0";r=48;t=\d+', response.headers["ratelimit"]), "counted as the second request"
+    assert "throttle storage failed" not in caplog.text
 
 
 async def test_headers_follow_the_draft(client):
