@@ -7,8 +7,8 @@ loop and the worker thread once per message (~100 µs each here):
 - A request body is read on the event loop *before* a thread is taken (a slow
   client never holds a worker). Bodies up to ``buffer_size`` — and every
   chunked body, which is how Django gets a ``CONTENT_LENGTH`` for it — are
-  read whole; a larger declared body streams to the app through a2wsgi's
-  ``Body`` with back-pressure.
+  read whole; a larger declared body streams to the app (``_StreamingInput``,
+  with ``io.BytesIO``'s semantics) with back-pressure.
 - The worker collects the response while it stays under ``buffer_size`` and
   hands it back in one crossing. A larger response switches to streaming
   through a bounded queue; a client that disconnects stops the app's
@@ -33,7 +33,7 @@ import sys
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Literal, Optional
 
-from a2wsgi.wsgi import Body, build_environ
+from a2wsgi.wsgi import build_environ
 from pydantic import Field
 
 from gateway import metrics
@@ -72,18 +72,98 @@ class ClientDisconnected(OSError):
     """The client went away while the app was still reading its body."""
 
 
-class _StreamingBody(Body):
-    """a2wsgi's Body, but a disconnect mid-upload is an error, not an early EOF."""
+class _StreamingInput:
+    """``wsgi.input`` for a body over ``buffer_size``: read from the client only as the app reads.
 
-    def _receive_more_data(self) -> bytes:
-        if not self._has_more:
-            return b""
-        message = asyncio.run_coroutine_threadsafe(self.receive(), loop=self.loop).result()
+    Every method gives what ``io.BytesIO`` over the whole body would (the buffered
+    path's ``wsgi.input``), whatever the client's message boundaries: PEP 3333 asks
+    for ``read``/``readline``/``readlines``/``__iter__``, and apps call them with and
+    without sizes. At most one client message is held beyond what the app asked for,
+    so the client is held back by the app's pace. A disconnect mid-body is an error,
+    not an early end.
+    """
+
+    __slots__ = ("loop", "receive", "buffer", "more")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, receive: Receive) -> None:
+        self.loop = loop
+        self.receive = receive
+        self.buffer = bytearray()  # received, not yet read (deleting from its front is cheap)
+        self.more = True  # the client has more messages
+
+    @property
+    def has_more(self) -> bool:
+        return self.more or bool(self.buffer)
+
+    def _fill(self) -> bool:
+        """Add the client's next message to the buffer; False once the body has ended."""
+        if not self.more:
+            return False
+        message = asyncio.run_coroutine_threadsafe(self.receive(), self.loop).result()
         if message["type"] == "http.disconnect":
-            self._has_more = False
+            self.more = False
             raise ClientDisconnected("client disconnected during the request body")
-        self._has_more = message.get("more_body", False)
-        return message.get("body", b"")
+        self.more = message.get("more_body", False)
+        self.buffer += message.get("body", b"")
+        return True
+
+    def _take(self, n: int) -> bytes:
+        buffer = self.buffer
+        if n >= len(buffer):
+            data = bytes(buffer)
+            buffer.clear()
+            return data
+        with memoryview(buffer) as view:  # one copy, not a slice and then a copy
+            data = bytes(view[:n])
+        del buffer[:n]
+        return data
+
+    def read(self, size: Optional[int] = -1) -> bytes:
+        if size is None or size < 0:
+            while self._fill():
+                pass
+            return self._take(len(self.buffer))
+        while len(self.buffer) < size and self._fill():
+            pass
+        return self._take(size)
+
+    def readline(self, size: Optional[int] = -1) -> bytes:
+        if size is None:
+            size = -1
+        buffer = self.buffer
+        scanned = 0
+        while True:
+            end = len(buffer) if size < 0 else min(size, len(buffer))
+            newline = buffer.find(b"\n", scanned, end)
+            if newline >= 0:
+                return self._take(newline + 1)
+            if end == size:
+                return self._take(size)
+            scanned = end
+            if not self._fill():
+                return self._take(len(buffer))
+
+    def readlines(self, hint: Optional[int] = -1) -> list[bytes]:
+        if hint is None or hint <= 0:
+            return io.BytesIO(self.read()).readlines()
+        lines = []
+        total = 0
+        while total < hint:
+            line = self.readline()
+            if not line:
+                break
+            lines.append(line)
+            total += len(line)
+        return lines
+
+    def __iter__(self) -> "_StreamingInput":
+        return self
+
+    def __next__(self) -> bytes:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
 
 
 class _Cancelled(Exception):
@@ -188,7 +268,7 @@ class WSGIBackend(Backend):
             raise _too_large(limit)
 
         if declared is not None and declared > self.config.buffer_size:
-            body_file: Any = _StreamingBody(loop, receive)
+            body_file: Any = _StreamingInput(loop, receive)
             body_len: Optional[int] = None
         else:
             body = await _read_body(receive, limit)
@@ -252,7 +332,7 @@ class WSGIBackend(Backend):
             await send({"type": "http.response.body", "body": body})
             return
         # While the app may still read a streamed request body, receive() is its alone.
-        watch = not isinstance(body_file, _StreamingBody) or not body_file.has_more
+        watch = not isinstance(body_file, _StreamingInput) or not body_file.has_more
         await self._stream(exchange, status, headers, receive if watch else None, send)
 
     async def _stream(
