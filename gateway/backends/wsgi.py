@@ -48,6 +48,7 @@ logger = logging.getLogger("stackgate.backends.wsgi")
 
 _STREAM_QUEUE = 8
 _POLL = 0.25
+SECOND_START_RESPONSE = "the WSGI app called start_response() a second time without exc_info"
 
 
 class WSGIBackendConfig(AppImportConfig):
@@ -176,7 +177,10 @@ _END = object()
 class _Exchange:
     """State shared by one request's worker thread and its event-loop side."""
 
-    __slots__ = ("loop", "buffer_size", "status", "headers", "chunks", "size", "streaming", "cancelled", "head", "queue")
+    __slots__ = (
+        "loop", "buffer_size", "status", "headers", "chunks", "size", "streaming", "cancelled", "head", "queue",
+        "misuse",
+    )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, buffer_size: int) -> None:
         self.loop = loop
@@ -189,6 +193,7 @@ class _Exchange:
         self.cancelled = False
         self.head: asyncio.Future = loop.create_future()
         self.queue: Optional[asyncio.Queue] = None
+        self.misuse: Optional[RuntimeError] = None  # start_response() called twice without exc_info
 
     # worker-thread side
     def emit(self, chunk: bytes) -> None:
@@ -378,8 +383,15 @@ class WSGIBackend(Backend):
         """Call the app in a worker thread; errors before the head travel as exceptions."""
 
         def start_response(status: str, headers: list, exc_info: Any = None) -> Any:
-            if exc_info is not None and exchange.streaming:
-                raise exc_info[1].with_traceback(exc_info[2])
+            # PEP 3333: the head counts as sent once the app produced a body byte (held
+            # by the bridge or not); exc_info is then re-raised. Without exc_info, a
+            # second call is an error (a 502 if nothing went out).
+            if exc_info is not None:
+                if exchange.chunks or exchange.streaming:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            elif exchange.status is not None:
+                exchange.misuse = RuntimeError(SECOND_START_RESPONSE)
+                raise exchange.misuse
             exchange.status = status
             exchange.headers = headers
             return exchange.emit
@@ -400,6 +412,8 @@ class WSGIBackend(Backend):
                     close()
             if exchange.status is None:
                 raise RuntimeError("the WSGI app returned without calling start_response()")
+            if exchange.misuse is not None:  # the app caught it and went on: still an error
+                raise exchange.misuse
         except _Cancelled:
             return
         except BaseException as exc:

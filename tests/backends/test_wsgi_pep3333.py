@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import io
 import itertools
+import logging
 
 import pytest
 
+from gateway import logs
+from gateway.backends.wsgi import SECOND_START_RESPONSE
 from tests.fixtures import pep3333_apps
 from tests.fixtures.pep3333_apps import READS
 
@@ -134,3 +137,36 @@ async def test_the_issues_cases_on_a_streamed_body(client):
     assert (await reads("readline(100)"))[0] == b"first line\n", "readline(n) on a fresh streamed body is not the end"
     assert (await reads("readlines()"))[0][-1].endswith(b"."), "no newline added to the last line"
     assert (await reads("read(CONTENT_LENGTH)"))[1:] == [[], b"", b"", []], "reads after the whole body are empty"
+
+
+@pytest.mark.parametrize("size", [10, 4 * BUFFER], ids=["buffered", "streamed"])
+async def test_exc_info_after_body_bytes_is_re_raised(client, size, caplog):
+    """PEP 3333: once a body byte was produced the head counts as sent, so start_response re-raises."""
+    if size > BUFFER:
+        with pytest.raises(logs.Logged):  # the status went out: the body is cut, the connection closed
+            await client.get("/late/x", params={"size": size})
+    else:
+        response = await client.get("/late/x", params={"size": size})
+        assert response.status_code == 502, response.text
+        assert response.json()["error"]["code"] == "backend_error"
+        assert "error page" not in response.text
+    assert pep3333_apps.START_RESPONSE == ["re-raised"]
+    assert "failed after the first bytes" in caplog.text
+
+
+async def test_exc_info_before_any_body_byte_replaces_the_head(client):
+    response = await client.get("/early/x")
+    assert (response.status_code, response.headers["retry-after"], response.text) == (503, "7", "error page")
+    assert pep3333_apps.START_RESPONSE == ["replaced"]
+
+
+@pytest.mark.parametrize("swallow", [False, True], ids=["raised", "swallowed"])
+async def test_a_second_start_response_without_exc_info_is_a_logged_502(client, swallow, caplog):
+    caplog.set_level(logging.ERROR)
+    response = await client.get("/twice/x", params={"swallow": "1"} if swallow else {})
+    assert response.status_code == 502, response.text
+    error = response.json()["error"]
+    assert error["code"] == "backend_error"
+    assert "second head" not in response.text and "Traceback" not in response.text
+    assert pep3333_apps.START_RESPONSE == [f"RuntimeError: {SECOND_START_RESPONSE}"]
+    assert SECOND_START_RESPONSE in caplog.text, "logged, with the reason"
