@@ -1,8 +1,9 @@
 """``kind = "wsgi"``: a WSGI application in this process, behind its own thread pool.
 
-The environ is built by a2wsgi (``build_environ``) so its semantics are
-a2wsgi's; the hand-off is our own, because a2wsgi crosses between the event
-loop and the worker thread once per message (~100 µs each here):
+The environ and ``wsgi.input`` follow PEP 3333 (``make_environ``,
+``_StreamingInput``, ``_run``'s ``start_response``). The bridge is our own, not
+a2wsgi's middleware, which crosses between the event loop and the worker
+thread once per message (~100 µs each here):
 
 - A request body is read on the event loop *before* a thread is taken (a slow
   client never holds a worker). Bodies up to ``buffer_size`` — and every
@@ -33,7 +34,6 @@ import sys
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Literal, Optional
 
-from a2wsgi.wsgi import build_environ
 from pydantic import Field
 
 from gateway import metrics
@@ -274,7 +274,7 @@ class WSGIBackend(Backend):
 
         if declared is not None and declared > self.config.buffer_size:
             body_file: Any = _StreamingInput(loop, receive)
-            body_len: Optional[int] = None
+            body_len: int = declared
         else:
             body = await _read_body(receive, limit)
             body_file = io.BytesIO(body)
@@ -431,19 +431,56 @@ class WSGIBackend(Backend):
                 pass
 
 
-def make_environ(scope: Scope, body_file: Any, body_len: Optional[int]) -> dict:
-    """a2wsgi's environ, plus what it leaves out: the gateway's identity, a terminated input."""
-    environ = build_environ(scope, body_file)  # type: ignore[arg-type]
-    environ["SCRIPT_NAME"] = scope.get("root_path", "").encode("utf-8").decode("latin1")
-    environ["wsgi.input_terminated"] = True
-    environ["wsgi.errors"] = sys.stderr
-    if body_len is not None:
-        environ["CONTENT_LENGTH"] = str(body_len)
+def make_environ(scope: Scope, body_file: Any, body_len: int) -> dict:
+    """The PEP 3333 environ of a request, with the gateway's identity as ``REMOTE_USER``.
+
+    As a2wsgi's ``build_environ`` (``SCRIPT_NAME`` from ``root_path``, ``PATH_INFO``
+    the rest of the path, ``HTTP_*`` with ``-`` as ``_``, repeated headers joined
+    with ","), except: the query string is a native (latin-1) string whatever its
+    bytes (a2wsgi decodes it as ASCII, and fails), repeated ``Cookie`` headers are
+    joined with "; " (the one separator cookie parsers know; RFC 9113 §8.2.3),
+    the input is terminated with its ``CONTENT_LENGTH``, and ``os.environ``'s
+    ``SCRIPT_NAME`` plays no part.
+    """
+    script_name = scope.get("root_path", "").encode("utf-8").decode("latin1")
+    path_info = scope["path"].encode("utf-8").decode("latin1")
+    if path_info.startswith(script_name):
+        path_info = path_info[len(script_name):]
+    server_name, server_port = scope.get("server") or ("localhost", 80)
+    environ = {
+        "asgi.scope": scope,
+        "REQUEST_METHOD": scope["method"],
+        "SCRIPT_NAME": script_name,
+        "PATH_INFO": path_info,
+        "QUERY_STRING": scope["query_string"].decode("latin1"),
+        "SERVER_NAME": server_name,
+        "SERVER_PORT": str(server_port or 0),
+        "SERVER_PROTOCOL": "HTTP/" + scope["http_version"],
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": scope.get("scheme", "http"),
+        "wsgi.input": body_file,
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+        "wsgi.input_terminated": True,
+    }
+    client = scope.get("client")
+    if client is not None:
+        environ["REMOTE_ADDR"] = client[0]
+        environ["REMOTE_PORT"] = str(client[1])
+    for name, raw in scope["headers"]:
+        if name == b"content-length":
+            continue  # the body's, below
+        key = "CONTENT_TYPE" if name == b"content-type" else "HTTP_" + name.decode("latin1").upper().replace("-", "_")
+        value = raw.decode("latin1")
+        if key in environ:
+            value = environ[key] + ("; " if key == "HTTP_COOKIE" else ",") + value
+        environ[key] = value
+    environ["CONTENT_LENGTH"] = str(body_len)
     identity = scope.get("stackgate.identity")
     if identity:
         environ["REMOTE_USER"] = identity
-    else:
-        environ.pop("REMOTE_USER", None)
     return environ
 
 

@@ -17,8 +17,10 @@ import pytest
 
 from gateway import logs
 from gateway.backends.wsgi import SECOND_START_RESPONSE
+from tests.backends.test_django_site import application  # noqa: F401  (Django on a fresh SQLite file)
 from tests.fixtures import pep3333_apps
 from tests.fixtures.pep3333_apps import READS
+from tests.test_adversarial import call
 
 BUFFER = 1024
 
@@ -170,3 +172,42 @@ async def test_a_second_start_response_without_exc_info_is_a_logged_502(client, 
     assert "second head" not in response.text and "Traceback" not in response.text
     assert pep3333_apps.START_RESPONSE == [f"RuntimeError: {SECOND_START_RESPONSE}"]
     assert SECOND_START_RESPONSE in caplog.text, "logged, with the reason"
+
+
+async def test_repeated_cookie_headers_are_joined_with_semicolons(client):
+    response = await client.get("/echo/x", headers=[("cookie", "a=1"), ("cookie", "b=2; c=3")])
+    assert response.json()["cookie"] == "a=1; b=2; c=3"
+
+
+async def test_a_non_ascii_query_string_reaches_the_app_as_latin1(client):
+    answer = await call(client.gateway, b"/echo/x", query=b"q=caf\xc3\xa9&r=\xff")
+    assert answer.status == 200, answer.body
+    assert answer.json()["query"] == "q=caf\xc3\xa9&r=\xff", "PEP 3333: bytes as latin-1, not decoded"
+
+
+DJANGO_ADMIN = """
+[auth]
+default = "none"
+
+[backends.django]
+kind = "wsgi"
+app = "backends.django_site.wsgi:application"
+
+[[routes]]
+prefix = "/admin"
+backend = "django"
+strip_prefix = false
+"""
+
+
+async def test_django_reads_every_cookie_of_repeated_cookie_headers(gateway_client, application):
+    """The demo Django stack's CSRF check finds its cookie though it came in a second Cookie header."""
+    client = gateway_client(DJANGO_ADMIN)
+    token = "k" * 32  # a CSRF secret: the form may carry it as is
+    response = await client.post(
+        "http://localhost/admin/login/",
+        data={"csrfmiddlewaretoken": token, "username": "nobody", "password": "wrong"},
+        headers=[("cookie", "theme=dark"), ("cookie", f"csrftoken={token}")],
+    )
+    assert response.status_code == 200, response.text[:2000]  # 403 "CSRF cookie not set" if joined with ","
+    assert 'name="username"' in response.text, "the login form again, refused for its credentials only"
