@@ -35,7 +35,9 @@ LATENCY = Histogram(
 AUTH_FAILURES = Counter("stackgate_auth_failures", "Requests refused by authentication (401) or authorisation (403).", ["route", "status"])
 THROTTLED = Counter("stackgate_throttled", "Requests refused by a throttle policy (429).", ["route"])
 THROTTLE_STORE_ERRORS = Counter("stackgate_throttle_store_errors", "Requests for which the throttle storage failed.", ["route"])
-MIRROR = Counter("stackgate_mirror_results", "Shadow comparisons by result (match, mismatch, error, skipped).", ["route", "result"])
+MIRROR = Counter("stackgate_mirror_results", "Shadow comparisons by result (match, mismatch, not_comparable, error, skipped).", ["route", "result"])
+#: The ``result`` label of ``MIRROR`` -> its count's name in the mirror stats and totals.
+MIRROR_RESULTS = {"match": "matches", "mismatch": "mismatches", "not_comparable": "not_comparable", "error": "errors", "skipped": "skipped"}
 BACKEND_BUSY = Gauge("stackgate_backend_busy", "Requests holding or waiting for a backend's threads.", ["backend"], multiprocess_mode="livesum")
 BACKEND_THREADS = Gauge("stackgate_backend_threads", "Worker threads of a WSGI backend's pool.", ["backend"], multiprocess_mode="livesum")
 BACKEND_REJECTED = Counter("stackgate_backend_rejected", "Requests a backend refused: pool full (503) or too slow (504).", ["backend", "reason"])
@@ -89,7 +91,7 @@ def totals() -> dict[str, Any]:
     """Request counts by backend and status class, and the refusal counters."""
     by_backend: dict[str, dict[str, float]] = {}
     requests = throttled = auth_failures = 0.0
-    mirror: dict[str, float] = {"matches": 0, "mismatches": 0}
+    mirror: dict[str, float] = {"matches": 0, "mismatches": 0, "not_comparable": 0}
     for family in registry().collect():
         if family.name == "stackgate_requests":
             for sample in family.samples:
@@ -104,8 +106,9 @@ def totals() -> dict[str, Any]:
             auth_failures += sum(s.value for s in family.samples if s.name.endswith("_total"))
         elif family.name == "stackgate_mirror_results":
             for s in family.samples:
-                if s.name.endswith("_total") and s.labels["result"] in ("match", "mismatch"):
-                    mirror[s.labels["result"] + "es"] += s.value
+                key = MIRROR_RESULTS.get(s.labels["result"])
+                if s.name.endswith("_total") and key in mirror:
+                    mirror[key] += s.value
     return {
         "requests": int(requests),
         "by_backend": {name: {k: int(v) for k, v in entry.items()} for name, entry in by_backend.items()},

@@ -2,17 +2,24 @@
 
 The upstream sees the path below the route's prefix (or the whole path when
 the route keeps its prefix) and learns the prefix from ``X-Forwarded-Prefix``,
-the client from ``X-Forwarded-For``/``-Proto``/``-Host``. Bodies stream both
-ways.
+the client from ``X-Forwarded-For``/``-Proto``/``-Host``: one of each, set by
+the gateway from what it resolved, never a client's copy. What else it gets is
+what a proxy forwards (RFC 9110 7.6.1): no hop-by-hop header and none that
+``Connection`` names, either way; none of the headers ``gateway.headers.inbound``
+drops on every route (target rewrites, ``X-Forwarded-*``), nor the backend's
+``drop_headers``; the client's own ``Accept-Encoding``, or none. Bodies stream
+both ways, with the client's ``Content-Length`` when it gave one.
 """
 
 from __future__ import annotations
 
+import re
 from typing import AsyncIterator, Literal
 
 import httpx
 from pydantic import Field, field_validator
 
+from gateway import headers as H
 from gateway.backends.base import Backend
 from gateway.backends.wsgi import ClientDisconnected
 from gateway.errors import GatewayError
@@ -20,21 +27,11 @@ from gateway.paths import encode_path
 from gateway.schema import Schema
 from gateway.types import Receive, Scope, Send
 
-# Hop-by-hop headers (RFC 9110 7.6.1) and those httpx sets itself.
-_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"host",
-        b"content-length",
-    }
-)
+# Set on the way out by httpx (from the URL and the body) or by the gateway below.
+_SET_HERE = frozenset({b"host", b"content-length"})
+# httpx adds these to every request unless told otherwise; a proxy adds none of them.
+_CLIENT_DEFAULTS = ("accept", "accept-encoding", "user-agent")
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9a-z-]+$")
 
 
 class HTTPBackendConfig(Schema):
@@ -45,6 +42,8 @@ class HTTPBackendConfig(Schema):
     """Seconds to connect, and between bytes of the response."""
     max_connections: int = Field(100, ge=1)
     """Size of the connection pool; requests beyond it wait for ``timeout``."""
+    drop_headers: list[str] = []
+    """More client headers this upstream never gets (any case), beside the ones dropped on every route."""
 
     @field_validator("url")
     @classmethod
@@ -56,6 +55,15 @@ class HTTPBackendConfig(Schema):
         if url is None or url.scheme not in ("http", "https") or not url.host or url.query or url.fragment:
             raise ValueError('must be an http(s) base URL such as "http://127.0.0.1:8001"')
         return value.rstrip("/")
+
+    @field_validator("drop_headers")
+    @classmethod
+    def _drop_headers(cls, value: list[str]) -> list[str]:
+        names = [name.strip().lower() for name in value]
+        bad = [given for given, name in zip(value, names) if not _TOKEN.match(name)]
+        if bad:
+            raise ValueError(f"not a header name: {', '.join(repr(b) for b in bad)} (e.g. \"X-Debug\")")
+        return names
 
 
 class HTTPBackend(Backend):
@@ -69,6 +77,9 @@ class HTTPBackend(Backend):
             limits=httpx.Limits(max_connections=config.max_connections),
             follow_redirects=False,
         )
+        for name in _CLIENT_DEFAULTS:
+            del self.client.headers[name]
+        self.drop = frozenset(name.encode() for name in config.drop_headers)
 
     async def shutdown(self) -> None:
         await self.client.aclose()
@@ -76,21 +87,23 @@ class HTTPBackend(Backend):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         root_path = scope.get("root_path", "")
         path = scope["path"][len(root_path) :] or "/"
-        headers = [(name, value) for name, value in scope["headers"] if name not in _HOP]
+        # Headers the client's Connection names go (RFC 9110 7.6.1), but not those the gateway itself set.
+        drop = (H.hop_by_hop(scope["headers"]) - H.GATEWAY_SET) | _SET_HERE | self.drop
+        headers = [(name, value) for name, value in scope["headers"] if name not in drop]
+        length = _body_length(scope)
+        if length is not None:
+            headers.append((b"content-length", length))
         client = scope.get("client")
         if client:
-            headers.append((b"x-forwarded-for", client[0].encode()))
-        headers.append((b"x-forwarded-proto", scope.get("scheme", "http").encode()))
-        for name, value in scope["headers"]:
-            if name == b"host":
-                headers.append((b"x-forwarded-host", value))
-                break
+            headers.append((H.X_FORWARDED_FOR, client[0].encode()))
+        headers.append((H.X_FORWARDED_PROTO, scope.get("scheme", "http").encode()))
+        host = H.get(scope["headers"], b"host")
+        if host is not None:
+            headers.append((H.X_FORWARDED_HOST, host))
         if root_path:
-            headers.append((b"x-forwarded-prefix", encode_path(root_path)))
-        target = httpx.URL(
-            self.config.url + encode_path(path).decode("ascii"),
-            query=scope.get("query_string", b""),
-        )
+            headers.append((H.X_FORWARDED_PREFIX, encode_path(root_path)))
+        query = scope.get("query_string", b"")
+        target = httpx.URL(self.config.url + encode_path(path).decode("ascii"), query=query or None)
         limit = scope.get("stackgate.max_body_size", 10 << 20)
         body = _request_body(receive, limit) if _has_body(scope) else None
         request = self.client.build_request(scope["method"], target, headers=headers, content=body)
@@ -101,15 +114,26 @@ class HTTPBackend(Backend):
         except httpx.TransportError as exc:
             raise GatewayError(502, "backend_unavailable", f'Backend "{self.name}" could not be reached: {type(exc).__name__}.') from None
         try:
-            out = [
-                (k.lower(), v) for k, v in response.headers.raw if k.lower() not in _HOP or k.lower() == b"content-length"
-            ]
+            raw = response.headers.raw
+            hop = H.hop_by_hop(raw)
+            out = [(name, value) for name, value in ((k.lower(), v) for k, v in raw) if name not in hop]
             await send({"type": "http.response.start", "status": response.status_code, "headers": out})
             async for chunk in response.aiter_raw():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
         finally:
             await response.aclose()
+
+
+def _body_length(scope: Scope) -> bytes | None:
+    """The client's Content-Length, to frame the body upstream the same way (``None``: chunked or no body)."""
+    length = None
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding":
+            return None
+        if name == b"content-length":
+            length = value
+    return length if length not in (None, b"0") else None
 
 
 def _has_body(scope: Scope) -> bool:

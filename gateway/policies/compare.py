@@ -1,8 +1,18 @@
 """Compare two backends' answers to one request: status, and the body as data.
 
-JSON bodies are compared as parsed values with the ``mirror_ignore`` keys left
-out at any depth; other bodies as text. A mismatch comes with a unified diff
-of both answers (status line first, JSON pretty-printed with sorted keys).
+Like is compared with like. The statuses always are. The bodies are when
+both are JSON of one media type (``application/json``, or one ``+json``
+type; parameters such as ``charset`` aside), as parsed values with the
+``mirror_ignore`` keys left out at any depth; or when both are empty (HEAD,
+204, 304). Any other pair (HTML against JSON, text against text, JSON of two
+media types) is ``not_comparable``: counted, but no body is kept. If the
+statuses differ too, it is a mismatch all the same, and its diff shows the
+two statuses and content types, never the bodies.
+
+A mismatch comes with a unified diff of both answers (status line first,
+JSON pretty-printed with sorted keys), cut at ``DIFF_MAX_LINES`` lines or
+``DIFF_MAX_BYTES`` bytes, whichever comes first, and then flagged
+``truncated``.
 
 Used by the mirror in the gateway's process and, for WSGI stacks, inside the
 shadow process, so that parsing and diffing never cost the event loop.
@@ -12,7 +22,15 @@ from __future__ import annotations
 
 import difflib
 import json
-from typing import Any, NamedTuple, Optional
+from itertools import chain
+from typing import Any, Iterable, NamedTuple, Optional
+
+#: A stored diff keeps at most this many lines ...
+DIFF_MAX_LINES = 200
+#: ... and this many bytes (UTF-8): a few screens of the dashboard, 50 of them per route in memory at most.
+DIFF_MAX_BYTES = 16 * 1024
+#: The last line of a diff that was cut.
+CUT_MARKER = "… diff cut here (more than {lines} lines or {kib} KiB)".format(lines=DIFF_MAX_LINES, kib=DIFF_MAX_BYTES // 1024)
 
 
 class Answer(NamedTuple):
@@ -24,6 +42,24 @@ class Answer(NamedTuple):
 class Mismatch(NamedTuple):
     status: list[int]
     diff: str
+    truncated: bool = False
+
+
+def media_type(content_type: bytes) -> str:
+    """``b"application/json; charset=utf-8"`` -> ``"application/json"``."""
+    return content_type.split(b";", 1)[0].strip().lower().decode("latin-1")
+
+
+def is_json(media: str) -> bool:
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+def comparable(served: Answer, other: Answer) -> bool:
+    """Whether the two bodies can be compared: both JSON of one media type, or both empty."""
+    if not served.body and not other.body:
+        return True
+    a, b = media_type(served.content_type), media_type(other.content_type)
+    return a == b and is_json(a)
 
 
 def _strip(value: Any, ignore: frozenset[str]) -> Any:
@@ -35,7 +71,7 @@ def _strip(value: Any, ignore: frozenset[str]) -> Any:
 
 
 def _normalise(answer: Answer, ignore: frozenset[str]) -> Any:
-    if b"json" in answer.content_type:
+    if answer.body:
         try:
             return _strip(json.loads(answer.body), ignore)
         except ValueError:
@@ -49,8 +85,37 @@ def _render(value: Any) -> list[str]:
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False).splitlines()
 
 
+def capped(lines: Iterable[str]) -> tuple[str, bool]:
+    """Join ``lines``; when that passes ``DIFF_MAX_LINES`` or ``DIFF_MAX_BYTES``, cut it to end with
+    ``CUT_MARKER`` within both caps (the start of a long line kept) and say so: ``(text, truncated)``."""
+    out: list[str] = []
+    size = 0  # bytes of "\n".join(out), plus one
+    limit_lines = DIFF_MAX_LINES - 1
+    limit_bytes = DIFF_MAX_BYTES - len(CUT_MARKER.encode("utf-8"))
+    for line in lines:
+        cost = len(line.encode("utf-8")) + 1
+        if len(out) < DIFF_MAX_LINES and size + cost <= DIFF_MAX_BYTES + 1:
+            out.append(line)
+            size += cost
+            continue
+        popped = False
+        while out and (len(out) > limit_lines or size > limit_bytes):
+            size -= len(out.pop().encode("utf-8")) + 1
+            popped = True
+        room = limit_bytes - size - 1
+        if not popped and len(out) < limit_lines and room > 0:
+            out.append(line.encode("utf-8")[:room].decode("utf-8", "ignore"))
+        out.append(CUT_MARKER)
+        return "\n".join(out), True
+    return "\n".join(out), False
+
+
 def compare(served: Answer, other: Answer, ignore: frozenset[str], served_name: str, other_name: str) -> Optional[Mismatch]:
-    """``None`` when the answers agree, else the two statuses and a readable diff."""
+    """``None`` when the answers agree, else the two statuses and a readable diff.
+
+    For comparable answers only (``comparable``); a status difference between
+    others is ``status_mismatch``.
+    """
     if served == other and not ignore:  # the common case: the same bytes, nothing parsed
         return None
     a, b = _normalise(served, ignore), _normalise(other, ignore)
@@ -64,14 +129,29 @@ def compare(served: Answer, other: Answer, ignore: frozenset[str], served_name: 
         lineterm="",
         n=2,
     )
-    return Mismatch([served.status, other.status], "\n".join(diff))
+    text, truncated = capped(diff)
+    return Mismatch([served.status, other.status], text, truncated)
+
+
+def status_mismatch(served: Answer, other: Answer, served_name: str, other_name: str) -> Mismatch:
+    """Two answers whose bodies cannot be compared, but whose statuses differ: the heads only."""
+    def head(answer: Answer) -> list[str]:
+        return [f"status: {answer.status}", f"content-type: {media_type(answer.content_type) or '-'}"]
+
+    diff = difflib.unified_diff(head(served), head(other), fromfile=served_name, tofile=other_name, lineterm="", n=2)
+    text, truncated = capped(chain(diff, ["(bodies not compared: not JSON of one media type)"]))
+    return Mismatch([served.status, other.status], text, truncated)
 
 
 def outcome(served: Answer, other: Optional[Answer], ignore: frozenset[str], served_name: str, other_name: str) -> tuple:
     """A copy's result: ``("skipped",)`` (``other`` is None: its body was over the limit),
-    ``("match",)`` or ``("mismatch", Mismatch)``."""
+    ``("not_comparable",)``, ``("match",)`` or ``("mismatch", Mismatch)``."""
     if other is None:
         return ("skipped",)
+    if not comparable(served, other):
+        if served.status != other.status:
+            return ("mismatch", status_mismatch(served, other, served_name, other_name))
+        return ("not_comparable",)
     mismatch = compare(served, other, ignore, served_name, other_name)
     return ("match",) if mismatch is None else ("mismatch", mismatch)
 

@@ -2,9 +2,11 @@
 
 The client's response is sent first and never changed; the copy runs in the
 background afterwards, as the same identity, and only for GET and HEAD (a
-write never runs twice). Status and body are compared — JSON bodies as data,
-with ``mirror_ignore`` keys left out at any depth — and every mismatch is kept
-with a readable diff (the last ``[split].mirror_keep`` per route). Mirroring
+write never runs twice). Statuses are compared, and bodies when both are JSON
+of one media type — as data, with ``mirror_ignore`` keys left out at any
+depth; any other pair is counted ``not_comparable`` and keeps nothing
+(``gateway.policies.compare``). Every mismatch is kept with a readable diff,
+capped in size (the last ``[split].mirror_keep`` per route). Mirroring
 pauses by itself while the other backend's pool is saturated, and at most
 ``IN_FLIGHT`` copies per route and backend are in flight at a time (more are
 skipped and counted), which bounds its cost.
@@ -38,14 +40,15 @@ IN_FLIGHT = 32
 class RouteMirrorStats:
     matches: int = 0
     mismatches: int = 0
+    not_comparable: int = 0
     errors: int = 0
     skipped: int = 0
     recent: deque = field(default_factory=lambda: deque(maxlen=50))
     route: str = ""
 
     def record(self, result: str) -> None:
-        """Count one result: ``match``, ``mismatch``, ``error`` or ``skipped``."""
-        attribute = {"match": "matches", "mismatch": "mismatches", "error": "errors", "skipped": "skipped"}[result]
+        """Count one result: ``match``, ``mismatch``, ``not_comparable``, ``error`` or ``skipped``."""
+        attribute = metrics.MIRROR_RESULTS[result]
         setattr(self, attribute, getattr(self, attribute) + 1)
         metrics.MIRROR.labels(self.route, result).inc()
 
@@ -54,6 +57,7 @@ class RouteMirrorStats:
         return {
             "matches": self.matches,
             "mismatches": self.mismatches,
+            "not_comparable": self.not_comparable,
             "errors": self.errors,
             "skipped": self.skipped,
             "match_rate": round(self.matches / compared, 4) if compared else None,
@@ -185,6 +189,7 @@ class Mirror:
                 "compared_with": other_name,
                 "status": mismatch.status,
                 "diff": mismatch.diff,
+                "truncated": mismatch.truncated,
                 "shadow_ms": round(seconds * 1000, 2),
             }
         )

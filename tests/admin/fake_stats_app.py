@@ -4,12 +4,13 @@ Serves the real dashboard files and a ``/_stackgate/stats`` that follows
 docs/admin-api.md and grows every ``STEP`` seconds. ``FakeStats`` switches:
 ``frozen_at`` pins the clock (the same JSON until a test moves it),
 ``failing`` answers 503, ``reload_failed`` reports a rejected config reload,
-``fresh`` is a gateway that has served nothing yet.
+``fresh`` is a gateway that has served nothing yet, ``long_diffs`` keeps
+mismatches whose diffs have very long lines (and were cut).
 
 Look at it: ``uvicorn tests.admin.fake_stats_app:app --port 8765``, then open
 http://127.0.0.1:8765/_stackgate/ (``STACKGATE_FAKE_FROZEN=1``,
 ``STACKGATE_FAKE_FAILING=1``, ``STACKGATE_FAKE_RELOAD_FAILED=1``,
-``STACKGATE_FAKE_FRESH=1`` set the switches).
+``STACKGATE_FAKE_FRESH=1``, ``STACKGATE_FAKE_LONG_DIFFS=1`` set the switches).
 """
 
 from __future__ import annotations
@@ -103,9 +104,35 @@ def mismatches(end: int, count: int) -> list[dict[str, Any]]:
             "diff": diff(todo, "django", "flask", "updated_at" if late else "owner",
                          '"2026-11-22T07:41:09.512Z"' if late else '"alice"',
                          '"2026-11-22T07:41:09Z"' if late else '"Alice"'),
+            "truncated": False,
             "shadow_ms": round(1.7 + k * 0.45, 2),
         })
     return out
+
+
+def long_mismatches(end: int) -> list[dict[str, Any]]:
+    """A cut diff of minified JSON and one of an unbroken token: lines far wider than any screen."""
+    minified = ", ".join(f'"key_{i}": "value number {i} for a very long line"' for i in range(120))
+    token = "A" * 3000
+    diffs = [
+        "\n".join(["--- django", "+++ flask", "@@ -1,3 +1,3 @@", " status: 200", f"-{{{minified}, \"owner\": \"alice\"}}",
+                   f"+{{{minified}, \"owner\": \"Alice\"}}", "… diff cut here (more than 200 lines or 16 KiB)"]),
+        "\n".join(["--- flask", "+++ django", "@@ -1,4 +1,4 @@", " status: 200", " {", f'-  "token": "{token}"',
+                   f'+  "token": "{token}B"', " }"]),
+    ]
+    return [{
+        "time": stamp(end - 60 * (k + 1)),
+        "request_id": f"{0x10ff0000 + k:08x}{k:024x}",
+        "method": "GET",
+        "path": "/v2/todos?" + "&".join(f"filter_{i}=x" for i in range(60)),
+        "identity": "alice",
+        "served_by": "django" if k == 0 else "flask",
+        "compared_with": "flask" if k == 0 else "django",
+        "status": [200, 200],
+        "diff": diff,
+        "truncated": k == 0,
+        "shadow_ms": 3.2,
+    } for k, diff in enumerate(diffs)]
 
 
 @dataclass
@@ -114,6 +141,7 @@ class FakeStats:
     failing: bool = False
     reload_failed: bool = False
     fresh: bool = False
+    long_diffs: bool = False
     started: float = field(default_factory=time.time)
 
     def now(self) -> int:
@@ -136,9 +164,9 @@ class FakeStats:
             "backends": {"django": {"kind": "wsgi", "threads": 16, "busy": 0, "saturated": False},
                          "flask": {"kind": "wsgi", "threads": 16, "busy": 0, "saturated": False},
                          "static": {"kind": "static"}},
-            "totals": {"requests": 0, "by_backend": {}, "throttled": 0, "auth_failures": 0, "mirror": {"matches": 0, "mismatches": 0}},
+            "totals": {"requests": 0, "by_backend": {}, "throttled": 0, "auth_failures": 0, "mirror": {"matches": 0, "mismatches": 0, "not_comparable": 0}},
             "series": {"step_seconds": STEP, "points": POINTS, "timestamps": [], "backends": {}},
-            "mirror": {"todos-v1": self.mirror_route({"matches": 0, "mismatches": 0}, errors=0, skipped=0, recent=[])},
+            "mirror": {"todos-v1": self.mirror_route({"matches": 0, "mismatches": 0, "not_comparable": 0}, errors=0, skipped=0, recent=[])},
         }
 
     def busy(self) -> dict[str, Any]:
@@ -154,8 +182,10 @@ class FakeStats:
             four = sum(client_errors_in(name, i) for i in every)
             three = last // 6 if name == "django" else 0
             by_backend[name] = {"requests": total, "2xx": total - five - four - three, "3xx": three, "4xx": four, "5xx": five}
-        v1 = {"matches": 118 + last // 2, "mismatches": 3 + last // 60}
-        v2 = {"matches": 40 + last // 3, "mismatches": 0}
+        v1 = {"matches": 118 + last // 2, "mismatches": 3 + last // 60, "not_comparable": 0}
+        v2 = {"matches": 40 + last // 3, "mismatches": 0, "not_comparable": 12 + last // 7}
+        if self.long_diffs:
+            v2["mismatches"] = 2
         return {
             "generated_at": stamp(now),
             "config": self.config(now),
@@ -184,7 +214,7 @@ class FakeStats:
             },
             "mirror": {
                 "todos-v1": self.mirror_route(v1, errors=2, skipped=1, recent=mismatches(end, min(v1["mismatches"], 7))),
-                "todos-v2": self.mirror_route(v2, errors=0, skipped=0, recent=[]),
+                "todos-v2": self.mirror_route(v2, errors=0, skipped=0, recent=long_mismatches(end) if self.long_diffs else []),
             },
         }
 
@@ -241,4 +271,5 @@ app = create_app(FakeStats(
     failing=_flag("STACKGATE_FAKE_FAILING"),
     reload_failed=_flag("STACKGATE_FAKE_RELOAD_FAILED"),
     fresh=_flag("STACKGATE_FAKE_FRESH"),
+    long_diffs=_flag("STACKGATE_FAKE_LONG_DIFFS"),
 ))

@@ -104,6 +104,7 @@ def test_shows_the_stats_as_served(dashboard, fake):
     assert number(dashboard, "total-requests") == totals["requests"]
     assert number(dashboard, "throttled") == totals["throttled"]
     assert number(dashboard, "auth-failures") == totals["auth_failures"]
+    assert number(dashboard, "mirror-not-comparable") == totals["mirror"]["not_comparable"]
     assert number(dashboard, "total-5xx") == sum(b["5xx"] for b in totals["by_backend"].values())
     for name, counts in totals["by_backend"].items():
         for key in ("requests", "2xx", "3xx", "4xx", "5xx"):
@@ -120,6 +121,7 @@ def test_shows_the_stats_as_served(dashboard, fake):
     mirror = data["mirror"]["todos-v1"]
     assert shown(dashboard, "mirror-todos-v1-rate") == f"{mirror['match_rate'] * 100:.2f}%"
     assert number(dashboard, "mirror-todos-v1-mismatches") == mirror["mismatches"]
+    assert number(dashboard, "mirror-todos-v2-not_comparable") == data["mirror"]["todos-v2"]["not_comparable"]
     assert console_errors(dashboard) == []
     screenshot(dashboard, "dashboard-frozen")
 

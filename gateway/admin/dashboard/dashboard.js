@@ -12,6 +12,8 @@ const PALETTE = ["#2563eb", "#c2410c", "#047857", "#7c3aed", "#be185d", "#0e7490
 const BUSY_FRACTION = 0.75;
 const RATE_OK = 0.99;
 const RATE_WARN = 0.95;
+// The last line of a diff the gateway cut (gateway/policies/compare.py CUT_MARKER).
+const CUT_MARKER = "… diff cut here";
 
 const numbers = new Intl.NumberFormat("en-US");
 const rendered = new Map();
@@ -116,6 +118,7 @@ function renderTotals(totals) {
   setText("auth-failures", count(totals.auth_failures));
   setText("mirror-matches", count(totals.mirror?.matches));
   setText("mirror-mismatches", count(totals.mirror?.mismatches));
+  setText("mirror-not-comparable", count(totals.mirror?.not_comparable));
 }
 
 // --- backends ---------------------------------------------------------------
@@ -304,6 +307,7 @@ function renderCharts(series, colors) {
 // --- mirror -----------------------------------------------------------------
 
 function diffLineClass(line) {
+  if (line.startsWith(CUT_MARKER)) return "diff-cut";
   if (line.startsWith("+++") || line.startsWith("---")) return "diff-file";
   if (line.startsWith("@@")) return "diff-hunk";
   if (line.startsWith("+")) return "diff-add";
@@ -311,9 +315,9 @@ function diffLineClass(line) {
   return "diff-context";
 }
 
-function diffView(diff, testid) {
+function diffView(diff, testid, truncated) {
   const lines = String(diff || "").split("\n");
-  return h("pre", { class: "diff", testid, tabindex: 0 },
+  return h("pre", { class: "diff", testid, tabindex: 0, "data-truncated": truncated ? "true" : "false" },
     lines.map((line) => h("span", { class: diffLineClass(line) }, `${line}\n`)));
 }
 
@@ -327,9 +331,10 @@ function mismatchView(route, m, index) {
         ` · ${m.served_by} ${orDash(status[0])} vs ${m.compared_with} ${orDash(status[1])}`,
         m.identity ? ` · ${m.identity}` : "",
         typeof m.shadow_ms === "number" ? ` · shadow ${m.shadow_ms} ms` : "",
-        m.time ? ` · ${m.time}` : ""),
+        m.time ? ` · ${m.time}` : "",
+        m.truncated === true ? " · diff cut (too long to keep whole)" : ""),
       m.request_id ? h("span", { class: "request-id muted" }, `request ${m.request_id}`) : null),
-    diffView(m.diff, `mirror-${route}-diff-${index}`));
+    diffView(m.diff, `mirror-${route}-diff-${index}`, m.truncated === true));
 }
 
 function rateLevel(rate) {
@@ -344,7 +349,7 @@ function mirrorCard(route, stats) {
   const rate = stats.match_rate;
   const fill = h("span", { class: "meter-fill" });
   fill.style.width = `${typeof rate === "number" ? rate * 100 : 0}%`;
-  const figures = ["matches", "mismatches", "errors", "skipped"];
+  const figures = ["matches", "mismatches", "not_comparable", "errors", "skipped"];
   return h("article", { class: "mirror-card", testid: `mirror-${route}`, "aria-labelledby": `mirror-title-${route}` },
     h("header", { class: "card-head" },
       h("h3", { id: `mirror-title-${route}` }, route),
@@ -353,7 +358,7 @@ function mirrorCard(route, stats) {
     h("div", { class: `meter rate-meter ${rateLevel(rate)}`, role: "meter", "aria-label": `${route} match rate`, "aria-valuemin": 0, "aria-valuemax": 100, "aria-valuenow": typeof rate === "number" ? Math.round(rate * 100) : 0 }, fill),
     h("dl", { class: "classes" }, figures.map((f) =>
       h("div", { class: f === "mismatches" && stats[f] ? "bad" : null },
-        h("dt", {}, f), h("dd", { testid: `mirror-${route}-${f}` }, count(stats[f] || 0))))),
+        h("dt", {}, f.replace("_", " ")), h("dd", { testid: `mirror-${route}-${f}` }, count(stats[f] || 0))))),
     shown.length
       ? [h("h4", {}, `Latest mismatches${recent.length > shown.length ? ` (${shown.length} of ${recent.length})` : ""}`),
         h("ol", { class: "mismatches" }, shown.map((m, i) => mismatchView(route, m, i)))]
