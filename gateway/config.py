@@ -93,6 +93,7 @@ class _Problems:
     items: list[str]
     unresolved: set[str] = field(default_factory=set)
     """Key paths whose ``${NAME}`` is unset: that is their one problem."""
+    to_serve: bool = False
     text: str = ""
     routes: list = field(default_factory=list)
     """The raw ``[[routes]]`` tables, to name a route in a problem."""
@@ -143,18 +144,26 @@ def _message(error: dict) -> str:
 
 
 def load_config(path: str | os.PathLike[str] | None = None, environ: Optional[dict[str, str]] = None) -> Config:
-    """Read, interpolate and validate a config file; raise ConfigError with every problem."""
+    """Read, interpolate and validate a config file to serve; raise ConfigError with every problem.
+
+    What ``run``, ``check``, the reloader and ``gateway.asgi`` use: besides valid tables,
+    a file to serve must have settings and at least one route (an empty or truncated
+    file is refused, never applied).
+    """
     path = Path(path or os.environ.get("STACKGATE_CONFIG") or DEFAULT_PATH)
     source = str(path)
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError([f"{source}: cannot read the file: {exc.strerror or exc}"]) from None
-    return parse_config(raw, source, environ)
+    return parse_config(raw, source, environ, to_serve=True)
 
 
-def parse_config(raw: bytes, source: str = "<memory>", environ: Optional[dict[str, str]] = None) -> Config:
-    problems = _Problems(source, [])
+def parse_config(
+    raw: bytes, source: str = "<memory>", environ: Optional[dict[str, str]] = None, to_serve: bool = False
+) -> Config:
+    """Validate config text; ``to_serve`` (as ``load_config``) also refuses a text without routes."""
+    problems = _Problems(source, [], to_serve=to_serve)
     try:
         problems.text = raw.decode("utf-8")
         data = tomllib.loads(problems.text)
@@ -162,6 +171,8 @@ def parse_config(raw: bytes, source: str = "<memory>", environ: Optional[dict[st
         raise ConfigError([f"{source}: the file is not UTF-8 text"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{source}: invalid TOML: {exc}"]) from None
+    if to_serve and not data:
+        raise ConfigError([f"{source}: {EMPTY}"])
     data = _interpolate(data, (), environ if environ is not None else dict(os.environ), problems)
     config = _validate(data, problems)
     if problems.items or config is None:
@@ -215,6 +226,8 @@ def _validate(data: dict, problems: _Problems) -> Optional[Config]:
     if not isinstance(routes_raw, list):
         problems.add(("routes",), "must be an array of [[routes]] tables")
         routes_raw = []
+    elif not routes_raw and problems.to_serve:
+        problems.add(("routes",), NO_ROUTES)
     problems.routes = routes_raw
     routes = [_model(RouteConfig, table, ("routes", i), problems) for i, table in enumerate(routes_raw)]
     auth = _model(AuthSettings, data.get("auth", {}), ("auth",), problems, {"config_dir": Path(problems.source).parent})
@@ -246,6 +259,8 @@ def _validate(data: dict, problems: _Problems) -> Optional[Config]:
 
 
 _TOP_LEVEL = ("gateway", "backends", "versions", "routes", "auth", "consumers", "throttle", "split")
+EMPTY = "the file has no settings; a config needs at least one [[routes]] table and the backends it names"
+NO_ROUTES = "no [[routes]] table: the gateway would answer every request with 404; add one"
 
 
 def _model(model: type, table: Any, loc: tuple, problems: _Problems, context: Optional[dict] = None) -> Any:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, parse_config
+from gateway.config import ConfigError, load_config, parse_config
 from gateway.config_lines import KeyLines
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -161,3 +161,25 @@ m = 1
     assert lines.line(("r", 1, "x", "y", "z")) == 14  # inside an inline table: the table's line
     assert lines.line(("nope",)) is None
 
+
+def load_problems(tmp_path, text: str) -> list[str]:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, {})
+    return [p.replace(str(path), "c.toml") for p in info.value.problems]
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only comments\n# here\n"], ids=["empty", "blank", "comments"])
+def test_a_file_without_settings_is_refused(tmp_path, text):
+    assert load_problems(tmp_path, text) == [
+        "c.toml: the file has no settings; a config needs at least one [[routes]] table and the backends it names"
+    ]
+
+
+def test_a_file_without_routes_is_refused_with_its_other_problems(tmp_path):
+    text = VALID.split("[[routes]]")[0] + '[gateway]\nmax_body_size = "x"\n'
+    assert load_problems(tmp_path, text) == [
+        'c.toml: gateway.max_body_size: must be a size such as 1048576, "512KiB" or "10MiB"',
+        "c.toml: routes: no [[routes]] table: the gateway would answer every request with 404; add one",
+    ]

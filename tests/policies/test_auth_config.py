@@ -248,7 +248,7 @@ def test_jwks_file_is_relative_to_the_config_file(tmp_path, rsa_key):
     (tmp_path / "keys").mkdir()
     (tmp_path / "keys" / "k.json").write_text(json.dumps({"keys": [_jwk(rsa_key.public_key(), kid="a")]}))
     path = tmp_path / "c.toml"
-    path.write_text(BACKEND + issuer('issuer = "i"\nalgorithms = ["RS256", "ES256"]\njwks_file = "keys/k.json"'))
+    path.write_text(BACKEND + issuer('issuer = "i"\nalgorithms = ["RS256", "ES256"]\njwks_file = "keys/k.json"') + route())  # a file to serve has a route
     jwks = load_config(path, {}).auth.jwt["x"].jwks_file
     assert jwks == "keys/k.json" and list(jwks.keys) == ["a"] and list(jwks.keys["a"]) == ["RS256"]
 
