@@ -31,8 +31,61 @@ def cmd_check(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return 1
+    if not args.no_import:
+        problems = backend_problems(config)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        if problems:
+            return 1
     print(f"{args.config}: ok ({len(config.routes)} routes, {len(config.backends)} backends, version {config.digest})")
     return 0
+
+
+def backend_problems(config: Config) -> list[str]:
+    """Build each backend as ``run`` does (importing its ``app``), then close it; a failure is one line.
+
+    The environment is ``run``'s (``STACKGATE_CONFIG``, no ``SCRIPT_NAME``); no server,
+    thread or database migration is started. An app module sets up its own framework
+    (the Django stack's ``wsgi.py`` sets ``DJANGO_SETTINGS_MODULE``), as under any ASGI server.
+    """
+    import asyncio
+
+    from gateway.backends import build_backend
+
+    os.environ["STACKGATE_CONFIG"] = str(Path(config.source).resolve())
+    os.environ.pop("SCRIPT_NAME", None)
+    problems = []
+    for name, backend_config in config.backends.items():
+        import_string = getattr(backend_config, "app", None)
+        where = f"{config.source}: backends.{name}.app" if import_string else f"{config.source}: backends.{name}"
+        try:
+            backend = build_backend(name, backend_config)
+        except (Exception, SystemExit) as exc:
+            if import_string:
+                problems.append(f'{where}: cannot import "{import_string}": {_one_line(exc)}')
+            else:  # the kind's own message, e.g. a static package that is not installed
+                problems.append(f"{where}: {_first_line(exc).removeprefix(f'backends.{name}: ')}")
+            continue
+        try:
+            if import_string and not callable(getattr(backend, "app", None)):
+                problems.append(f'{where}: "{import_string}" is {type(backend.app).__name__}, not an application (a callable)')
+        finally:
+            asyncio.run(backend.shutdown())
+    return problems
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _one_line(exc: BaseException) -> str:
+    from uvicorn.importer import ImportFromStringError
+
+    message = _first_line(exc)
+    if isinstance(exc, ImportFromStringError):
+        return message
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 def cmd_routes(args: argparse.Namespace) -> int:
@@ -41,13 +94,18 @@ def cmd_routes(args: argparse.Namespace) -> int:
         return 1
     rows = [("PREFIX", "METHODS", "HOSTS", "BACKEND", "KIND", "VERSION", "SCRIPT_NAME")]
     for route in config.routes:
+        if route.split:  # weights, and the kind of each backend in the same order
+            backend = ",".join(f"{name}={weight}" for name, weight in route.split.items())
+            kind = ",".join(config.backends[name].kind for name in route.split)
+        else:
+            backend, kind = route.backend, config.backends[route.backend].kind
         rows.append(
             (
                 route.prefix,
                 ",".join(route.methods) if route.methods else "*",
                 ",".join(route.hosts) if route.hosts else "*",
-                route.backend,
-                config.backends[route.backend].kind,
+                backend,
+                kind,
                 route.version or "-",
                 route.prefix if route.strip_prefix and route.prefix != "/" else "''",
             )
@@ -190,8 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     run.add_argument("--graceful-timeout", type=int, default=30, help="seconds in-flight requests get at shutdown")
 
-    check = verbs.add_parser("check", help="validate a config file; exit 0 when valid")
+    check = verbs.add_parser("check", help="validate a config file and import its backends' apps; exit 0 when valid")
     check.add_argument("config", nargs="?", default=DEFAULT_PATH)
+    check.add_argument("--no-import", action="store_true", help="validate the file only; do not import the backends' apps")
 
     routes = verbs.add_parser("routes", help="print the route table of a config file")
     routes.add_argument("config", nargs="?", default=DEFAULT_PATH)

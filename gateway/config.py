@@ -2,22 +2,28 @@
 
 Every problem is reported as ``FILE: key.path: what is wrong`` — all of them
 at once, not just the first — by ``load_config`` (and so by
-``stackgate check`` and the hot reloader, which share this code).
+``stackgate check`` and the hot reloader, which share this code). An unknown
+key, the likeliest typo, also gets its line, its route and the closest known
+key: ``FILE:LINE: routes[2].mirorr (route "/v2"): unknown key; did you mean "mirror"?``.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
 import re
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from gateway.backends import KINDS
+from gateway.config_lines import KeyLines
 from gateway.policies.auth import AuthSettings, ConsumerConfig
 from gateway.policies.auth import check as check_auth
 from gateway.policies.auth import resolve as resolve_auth
@@ -87,11 +93,36 @@ class _Problems:
     items: list[str]
     unresolved: set[str] = field(default_factory=set)
     """Key paths whose ``${NAME}`` is unset: that is their one problem."""
+    to_serve: bool = False
+    text: str = ""
+    routes: list = field(default_factory=list)
+    """The raw ``[[routes]]`` tables, to name a route in a problem."""
+    _lines: Optional[KeyLines] = None
 
     def add(self, loc: Iterable[Any], message: str) -> None:
         path = format_loc(loc)
         if path not in self.unresolved:
             self.items.append(f"{self.source}: {path or '(top level)'}: {message}")
+
+    def unknown_key(self, loc: tuple, known: Iterable[str], otherwise: str = "") -> None:
+        """``FILE:LINE: key.path (route "NAME"): unknown key; did you mean "KEY"?`` (else ``; otherwise``)."""
+        message = "unknown key"
+        close = difflib.get_close_matches(str(loc[-1]), list(known), n=1)
+        if close:
+            message += f'; did you mean "{close[0]}"?'
+        elif otherwise:
+            message += f"; {otherwise}"
+        if self._lines is None:
+            self._lines = KeyLines(self.text)
+        line = self._lines.line(loc)
+        where = f"{self.source}:{line}" if line else self.source
+        route = ""
+        if len(loc) > 2 and loc[0] == "routes" and isinstance(loc[1], int) and loc[1] < len(self.routes):
+            table = self.routes[loc[1]]
+            label = table.get("name") or table.get("prefix") if isinstance(table, dict) else None
+            if isinstance(label, str):
+                route = f' (route "{label}")'
+        self.items.append(f"{where}: {format_loc(loc)}{route}: {message}")
 
 
 def format_loc(loc: Iterable[Any]) -> str:
@@ -106,8 +137,6 @@ def format_loc(loc: Iterable[Any]) -> str:
 
 def _message(error: dict) -> str:
     kind = error["type"]
-    if kind == "extra_forbidden":
-        return "unknown key"
     if kind == "missing":
         return "is required"
     message = error["msg"]
@@ -115,24 +144,35 @@ def _message(error: dict) -> str:
 
 
 def load_config(path: str | os.PathLike[str] | None = None, environ: Optional[dict[str, str]] = None) -> Config:
-    """Read, interpolate and validate a config file; raise ConfigError with every problem."""
+    """Read, interpolate and validate a config file to serve; raise ConfigError with every problem.
+
+    What ``run``, ``check``, the reloader and ``gateway.asgi`` use: besides valid tables,
+    a file to serve must have settings and at least one route (an empty or truncated
+    file is refused, never applied).
+    """
     path = Path(path or os.environ.get("STACKGATE_CONFIG") or DEFAULT_PATH)
     source = str(path)
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError([f"{source}: cannot read the file: {exc.strerror or exc}"]) from None
-    return parse_config(raw, source, environ)
+    return parse_config(raw, source, environ, to_serve=True)
 
 
-def parse_config(raw: bytes, source: str = "<memory>", environ: Optional[dict[str, str]] = None) -> Config:
-    problems = _Problems(source, [])
+def parse_config(
+    raw: bytes, source: str = "<memory>", environ: Optional[dict[str, str]] = None, to_serve: bool = False
+) -> Config:
+    """Validate config text; ``to_serve`` (as ``load_config``) also refuses a text without routes."""
+    problems = _Problems(source, [], to_serve=to_serve)
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        problems.text = raw.decode("utf-8")
+        data = tomllib.loads(problems.text)
     except UnicodeDecodeError:
         raise ConfigError([f"{source}: the file is not UTF-8 text"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{source}: invalid TOML: {exc}"]) from None
+    if to_serve and not data:
+        raise ConfigError([f"{source}: {EMPTY}"])
     data = _interpolate(data, (), environ if environ is not None else dict(os.environ), problems)
     config = _validate(data, problems)
     if problems.items or config is None:
@@ -170,7 +210,7 @@ def _validate(data: dict, problems: _Problems) -> Optional[Config]:
     """Validate each table on its own, so that one bad table hides no other problem."""
     for key in data:
         if key not in _TOP_LEVEL:
-            problems.add((key,), f"unknown key; the top-level tables are {', '.join(_TOP_LEVEL)}")
+            problems.unknown_key((key,), _TOP_LEVEL, f"the top-level tables are {', '.join(_TOP_LEVEL)}")
     gateway = _model(GatewaySettings, data.get("gateway", {}), ("gateway",), problems)
     backends = {
         name: cfg
@@ -186,6 +226,9 @@ def _validate(data: dict, problems: _Problems) -> Optional[Config]:
     if not isinstance(routes_raw, list):
         problems.add(("routes",), "must be an array of [[routes]] tables")
         routes_raw = []
+    elif not routes_raw and problems.to_serve:
+        problems.add(("routes",), NO_ROUTES)
+    problems.routes = routes_raw
     routes = [_model(RouteConfig, table, ("routes", i), problems) for i, table in enumerate(routes_raw)]
     auth = _model(AuthSettings, data.get("auth", {}), ("auth",), problems, {"config_dir": Path(problems.source).parent})
     consumers = {
@@ -216,6 +259,8 @@ def _validate(data: dict, problems: _Problems) -> Optional[Config]:
 
 
 _TOP_LEVEL = ("gateway", "backends", "versions", "routes", "auth", "consumers", "throttle", "split")
+EMPTY = "the file has no settings; a config needs at least one [[routes]] table and the backends it names"
+NO_ROUTES = "no [[routes]] table: the gateway would answer every request with 404; add one"
 
 
 def _model(model: type, table: Any, loc: tuple, problems: _Problems, context: Optional[dict] = None) -> Any:
@@ -226,8 +271,41 @@ def _model(model: type, table: Any, loc: tuple, problems: _Problems, context: Op
         return model.model_validate(table, context=context) if context else model.model_validate(table)
     except ValidationError as exc:
         for error in exc.errors():
-            problems.add((*loc, *error["loc"]), _message(error))
+            if error["type"] == "extra_forbidden":
+                problems.unknown_key((*loc, *error["loc"]), _keys_of(model, error["loc"][:-1]))
+            else:
+                problems.add((*loc, *error["loc"]), _message(error))
         return None
+
+
+def _keys_of(model: Any, path: Iterable[Any]) -> list[str]:
+    """The keys the table at ``path`` inside ``model`` may have (for a "did you mean")."""
+    candidates = [model]
+    for part in path:
+        inner = []
+        for kind in _unwrap(candidates):
+            if isinstance(part, str) and isinstance(kind, type) and issubclass(kind, BaseModel) and part in kind.model_fields:
+                inner.append(kind.model_fields[part].annotation)
+            elif typing.get_origin(kind) is dict and isinstance(part, str):
+                inner.append(typing.get_args(kind)[1])
+            elif typing.get_origin(kind) is list and isinstance(part, int):
+                inner.append(typing.get_args(kind)[0])
+        candidates = inner
+    return [key for kind in _unwrap(candidates) if isinstance(kind, type) and issubclass(kind, BaseModel) for key in kind.model_fields]
+
+
+def _unwrap(kinds: list[Any]) -> list[Any]:
+    """``Optional[X]``, ``X | Y`` and ``Annotated[X, ...]`` -> their types."""
+    out = []
+    for kind in kinds:
+        origin = typing.get_origin(kind)
+        if origin in (typing.Union, types.UnionType):
+            out.extend(_unwrap(list(typing.get_args(kind))))
+        elif origin is typing.Annotated:
+            out.extend(_unwrap([typing.get_args(kind)[0]]))
+        else:
+            out.append(kind)
+    return out
 
 
 def _table_of_tables(data: dict, key: str, problems: _Problems) -> dict[str, Any]:

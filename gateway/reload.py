@@ -7,7 +7,9 @@ live in the runtime and survive. An invalid edit changes nothing — the old
 config keeps serving — and its problems are logged and shown at
 ``/_stackgate/status``. Backends are built once per process, so a change to
 one (its import string, its pool) is reported as needing a restart and
-nothing of that edit is applied.
+nothing of that edit is applied. A SIGHUP reads the file whatever was seen
+before: an unchanged file is logged ("config unchanged") and stamped in
+``/_stackgate/status``, so the operator sees the signal arrived.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from gateway import metrics
 from gateway.config import ConfigError, load_config
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("stackgate.reload")
 
+UNCHANGED = "unchanged: the file matches the serving config"
 DEBOUNCE_MS = 100
 POLL_MS = 2000
 STEP_MS = 250
@@ -63,15 +66,19 @@ class Reloader:
             "problems": [],
         }
 
-    def reload(self) -> dict[str, Any]:
-        """Load the file now; apply it if valid. Returns the result (also kept in ``last``)."""
+    def reload(self, asked: bool = False) -> dict[str, Any]:
+        """Load the file now; apply it if valid. Returns the result (also kept in ``last``).
+
+        ``asked`` (a SIGHUP): read and report even a file seen before; otherwise
+        (the watch, the poll) a file seen before is left alone, silently.
+        """
         current = self.gateway.state.config
         try:
             raw = self.path.read_bytes()
         except OSError as exc:
             raw = f"unreadable: {exc}".encode()
         digest = hashlib.sha256(raw).hexdigest()[:12]
-        if digest == self.seen:
+        if digest == self.seen and not asked:
             return self.last
         self.seen = digest
         try:
@@ -79,25 +86,30 @@ class Reloader:
         except ConfigError as exc:
             return self._result(False, "invalid", "not applied: the file has problems; the previous config keeps serving", exc.problems, current.digest)
         if config.digest == current.digest:
-            if self.last["ok"]:
-                return self.last
-            # A bad edit was undone: what serves is what the file says again.
-            return self._result(True, "unchanged", "the file is valid again and matches the serving config", [], current.digest)
+            if not self.last["ok"]:
+                # A bad edit was undone: what serves is what the file says again.
+                return self._result(True, "unchanged", "the file is valid again and matches the serving config", [], current.digest)
+            if asked:
+                return self._result(True, "unchanged", UNCHANGED, [], current.digest, log_message="config unchanged")
+            return self.last
         restart = self.gateway.restart_needed(config)
         if restart:
             return self._result(False, "restart_required", "not applied: these changes need a restart", restart, current.digest)
         self.gateway.apply(config)
         return self._result(True, "applied", "applied", [], config.digest)
 
-    def _result(self, ok: bool, result: str, message: str, problems: list[str], version: str) -> dict[str, Any]:
+    def _result(
+        self, ok: bool, result: str, message: str, problems: list[str], version: str, log_message: Optional[str] = None
+    ) -> dict[str, Any]:
         metrics.RELOADS.labels(result).inc()
         self.last = {"ok": ok, "at": _now(), "version": version, "message": message, "problems": problems}
         log = logger.info if ok else logger.error
-        log("config reload: %s", message, extra={"config": str(self.path), "config_version": version, "problems": problems})
+        extra = {"config": str(self.path), "config_version": version, "problems": problems}
+        log(log_message or f"config reload: {message}", extra=extra)
         return self.last
 
     async def start(self) -> None:
-        on_sighup(self._reload_logged)
+        on_sighup(self._on_sighup)
         self.task = asyncio.ensure_future(self._watch())
 
     async def stop(self) -> None:
@@ -108,9 +120,12 @@ class Reloader:
             except (asyncio.CancelledError, Exception):
                 pass
 
-    def _reload_logged(self) -> None:
+    def _on_sighup(self) -> None:
+        self._reload_logged(lambda: self.reload(asked=True))
+
+    def _reload_logged(self, reload: Optional[Callable[[], Any]] = None) -> None:
         try:
-            self.reload()
+            (reload or self.reload)()
         except Exception:  # a bug must not end the watch: the next edit (or poll) tries again
             self.seen = None
             logger.exception("config reload failed", extra={"config": str(self.path)})

@@ -1,14 +1,26 @@
-"""The reloader in process: valid edits swap atomically, invalid ones change nothing."""
+"""The reloader: valid edits swap atomically, invalid ones change nothing; a SIGHUP always answers.
+
+In process, except the SIGHUP to a running ``stackgate run``.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
+import logging
+import os
+import signal
+import time
 
 import httpx
 import pytest
 
+from gateway import reload
 from gateway.app import create_app
 from gateway.config import load_config
+from tests.services import GatewayProcess, base_env
+from tests.users import USERS, consumers_toml
 
 CONFIG = """
 [backends.rec]
@@ -126,11 +138,13 @@ async def test_throttle_counters_survive_a_reload(tmp_path):
     assert [(await client.get("/v1/x")).status_code for _ in range(2)] == [200, 429]
 
 
-async def test_sighup_reloads(setup):
-    import os
-    import signal
-
+async def test_sighup_reloads(setup, monkeypatch):
     app, path, client = setup
+
+    async def no_watch():  # only the signal may read the file (the watch reads it at once when it starts)
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(app.reloader, "_watch", no_watch)
     await app.reloader.start()
     try:
         path.write_text(CONFIG.replace('prefix = "/v1"', 'prefix = "/v4"'))
@@ -207,3 +221,63 @@ async def test_an_edit_the_watch_missed_is_read_even_while_the_folder_is_busy(se
         busy = False
         await writer
         await app.reloader.stop()
+
+
+async def test_sighup_with_an_unchanged_file_is_logged_and_stamped(setup, monkeypatch, caplog):
+    app, path, client = setup
+    version = app.state.config.digest
+    monkeypatch.setattr(reload, "_now", lambda: "2030-01-01T00:00:00Z")
+    caplog.set_level(logging.INFO, logger="stackgate.reload")
+    assert app.reloader.reload()["message"] == "loaded at start"  # the watch's read of a known file: silent
+    assert not caplog.records
+    app.reloader._on_sighup()
+    assert app.status()["last_reload"] == {"ok": True, "at": "2030-01-01T00:00:00Z", "version": version, "message": reload.UNCHANGED, "problems": []}
+    assert [(r.getMessage(), r.config_version) for r in caplog.records] == [("config unchanged", version)]
+
+
+async def test_sighup_with_an_unchanged_invalid_file_reports_it_again(setup, caplog):
+    app, path, client = setup
+    path.write_text(CONFIG.replace('backend = "rec"', 'backend = "nope"'))
+    assert app.reloader.reload()["ok"] is False
+    caplog.clear()
+    app.reloader._on_sighup()
+    assert app.status()["last_reload"]["ok"] is False
+    assert ["config reload: not applied: the file has problems; the previous config keeps serving"] == [r.getMessage() for r in caplog.records]
+
+
+def _wait(condition, what: str, server: GatewayProcess, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        assert time.monotonic() < deadline, f"{what} after {timeout} s:\n{server.log()[-20000:]}"
+        time.sleep(0.05)
+    return result
+
+
+def test_sighup_with_an_unchanged_file_is_logged_by_the_running_gateway(tmp_path):
+    config = tmp_path / "config.toml"
+    text = CONFIG + consumers_toml()
+    config.write_text(text)
+    version = hashlib.sha256(text.encode()).hexdigest()[:12]
+    server = GatewayProcess(config, base_env(STACKGATE_DATA_DIR=str(tmp_path), STACKGATE_WATCH="1")).start()
+
+    def last_reload() -> dict:
+        return httpx.get(server.url + "/_stackgate/status", headers=USERS["admin"].headers(), timeout=10).json()["last_reload"]
+
+    def unchanged_lines() -> list[dict]:
+        lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+        return [line for line in lines if line["message"] == "config unchanged"]
+
+    try:
+        before = last_reload()
+        assert before["message"] == "loaded at start" and not unchanged_lines()
+        # The stamp counts whole seconds: send the signal once a new second has begun, so it must change.
+        _wait(lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) > before["at"], "the clock did not move", server)
+        os.kill(server.proc.pid, signal.SIGHUP)
+        after = _wait(lambda: (last := last_reload())["message"] == reload.UNCHANGED and last, "no answer to SIGHUP", server)
+        assert after["ok"] is True and after["version"] == version and after["at"] > before["at"]
+        [line] = _wait(unchanged_lines, "no log line", server)
+        assert line["logger"] == "stackgate.reload" and line["level"] == "info" and line["config_version"] == version
+        assert server.proc.poll() is None
+    finally:
+        server.stop()
+        print(f"--- gateway on {server.url} ---\n{server.log()[-20000:]}")  # shown when the test fails

@@ -10,6 +10,10 @@ Config::
     split = { django = 90, flask = 10 }
     mirror = true                   # compare the other backend's answer (safe methods only)
 
+A weight of 0 drains a backend: no client is sent to it (the others keep
+theirs), while mirroring still replays requests on it and testers may still
+pick it with ``X-Stackgate-Backend``. At least one weight must be positive.
+
 Stickiness needs no shared state: the backend is chosen by weighted
 rendezvous hashing of the route and the client's sticky key (the consumer id,
 or for anonymous clients the ``stackgate_variant`` cookie the gateway sets),
@@ -55,7 +59,7 @@ class RouteSplitFields(Schema):
     """Route-level keys of the split policy."""
 
     split: Optional[dict[str, int]] = None
-    """Backend name -> positive weight; replaces ``backend``."""
+    """Backend name -> weight (0 drains it; one at least must be positive); replaces ``backend``."""
     mirror: bool = False
     """Send safe requests (GET, HEAD) to the backend that did not serve them too, and compare."""
     mirror_ignore: list[str] = []
@@ -70,14 +74,17 @@ class RouteSplitFields(Schema):
             if len(value) < 2:
                 raise ValueError("needs at least two backends, e.g. { django = 90, flask = 10 }")
             for name, weight in value.items():
-                if isinstance(weight, bool) or not isinstance(weight, int) or weight < 1:
-                    raise ValueError(f'the weight of "{name}" must be a positive whole number')
+                if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
+                    raise ValueError(f'the weight of "{name}" must be a whole number, 0 (drained) or more')
+            if not any(value.values()):
+                raise ValueError("needs at least one positive weight: with every weight 0 no backend could serve")
         return value
 
     @field_validator("mirror")
     @classmethod
     def _mirror(cls, value: bool, info: ValidationInfo) -> bool:
-        if value and not info.data.get("split"):
+        # A "split" that failed its own check is missing from info.data: that is its problem, not mirror's.
+        if value and "split" in info.data and not info.data["split"]:
             raise ValueError('needs "split": mirroring compares the backends of a split')
         return value
 
@@ -89,9 +96,15 @@ def _unit(route: bytes, key: bytes, backend: bytes) -> float:
 
 
 def choose(route: bytes, key: bytes, weights: list[tuple[bytes, float]]) -> bytes:
-    """Weighted rendezvous hashing: the backend with the highest ``-w / ln(u)`` wins."""
+    """Weighted rendezvous hashing: the backend with the highest ``-w / ln(u)`` wins.
+
+    A backend of weight 0 never wins (while one weight is positive), and the
+    others win exactly where they did before its weight dropped to 0.
+    """
     best, best_score = weights[0][0], -math.inf
     for backend, weight in weights:
+        if weight <= 0:
+            continue
         score = -weight / math.log(_unit(route, key, backend))
         if score > best_score:
             best, best_score = backend, score

@@ -81,9 +81,9 @@ CASES = [
         '\n[consumers."1x"]\nroles = []\n',
         "c.toml: consumers.1x: a name must start with a letter and use only letters, digits, '_' and '-'",
     ),
-    ("unknown-consumer-key", consumer(body="colour = 1"), "c.toml: consumers.alice.colour: unknown key"),
+    ("unknown-consumer-key", consumer(body="colour = 1"), "c.toml:7: consumers.alice.colour: unknown key"),
     ("bad-default", '\n[auth]\ndefault = "open"\n', 'c.toml: auth.default: must be "required", "optional" or "none"'),
-    ("unknown-auth-key", '\n[auth]\ncolour = 1\n', "c.toml: auth.colour: unknown key"),
+    ("unknown-auth-key", '\n[auth]\ncolour = 1\n', "c.toml:7: auth.colour: unknown key"),
     ("bad-realm", '\n[auth]\nrealm = "a\\"b"\n', "c.toml: auth.realm: must be 1-64 printable ASCII characters without quotes or backslashes"),
     ("bad-route-auth", route('auth = "public"'), 'c.toml: routes[0].auth: must be "required", "optional" or "none"'),
     (
@@ -248,7 +248,7 @@ def test_jwks_file_is_relative_to_the_config_file(tmp_path, rsa_key):
     (tmp_path / "keys").mkdir()
     (tmp_path / "keys" / "k.json").write_text(json.dumps({"keys": [_jwk(rsa_key.public_key(), kid="a")]}))
     path = tmp_path / "c.toml"
-    path.write_text(BACKEND + issuer('issuer = "i"\nalgorithms = ["RS256", "ES256"]\njwks_file = "keys/k.json"'))
+    path.write_text(BACKEND + issuer('issuer = "i"\nalgorithms = ["RS256", "ES256"]\njwks_file = "keys/k.json"') + route())  # a file to serve has a route
     jwks = load_config(path, {}).auth.jwt["x"].jwks_file
     assert jwks == "keys/k.json" and list(jwks.keys) == ["a"] and list(jwks.keys["a"]) == ["RS256"]
 

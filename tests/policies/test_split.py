@@ -170,7 +170,8 @@ async def test_mirror_endpoint_needs_the_admin_role(client):
     "route, message",
     [
         ('split = { a = 90, zzz = 10 }', 'routes[0].split: unknown backend "zzz"'),
-        ('split = { a = 90, b = 0 }', 'routes[0].split: the weight of "b" must be a positive whole number'),
+        ('split = { a = 90, b = -1 }', 'routes[0].split: the weight of "b" must be a whole number, 0 (drained) or more'),
+        ('split = { a = 0, b = 0 }', "routes[0].split: needs at least one positive weight"),
         ('split = { a = 100 }', "routes[0].split: needs at least two backends"),
         ('backend = "a"\nsplit = { a = 1, b = 1 }', 'routes[0]: give either "backend" or "split", not both'),
         ('mirror = true\nbackend = "a"', 'routes[0].mirror: needs "split"'),
@@ -181,6 +182,64 @@ def test_bad_split_config(route, message):
     with pytest.raises(ConfigError) as info:
         parse_config(text.encode(), "c.toml", {})
     assert any(p.startswith(f"c.toml: {message}") for p in info.value.problems), info.value.problems
+
+
+SPLIT_BACKENDS = '[backends.a]\nkind = "wsgi"\napp = "a:b"\n[backends.b]\nkind = "wsgi"\napp = "a:c"\n'
+
+
+def test_a_zero_weight_is_accepted_with_mirror():
+    text = SPLIT_BACKENDS + '[[routes]]\nprefix = "/x"\nauth = "none"\nsplit = { a = 0, b = 100 }\nmirror = true\n'
+    assert parse_config(text.encode(), "c.toml", {}).routes[0].split == {"a": 0, "b": 100}
+
+
+def test_a_bad_split_is_its_one_problem_not_mirrors_too():
+    text = SPLIT_BACKENDS + '[[routes]]\nprefix = "/x"\nauth = "none"\nsplit = { a = -5, b = 100 }\nmirror = true\n'
+    with pytest.raises(ConfigError) as info:
+        parse_config(text.encode(), "c.toml", {})
+    assert info.value.problems == ['c.toml: routes[0].split: the weight of "a" must be a whole number, 0 (drained) or more']
+
+
+def test_a_zero_weight_is_never_chosen_and_moves_only_its_own_clients():
+    keys = [f"c:user{i}".encode() for i in range(10_000)]
+    before = [choose(b"r", k, [(b"a", 50.0), (b"b", 30.0), (b"c", 20.0)]) for k in keys]
+    after = [choose(b"r", k, [(b"a", 0.0), (b"b", 30.0), (b"c", 20.0)]) for k in keys]
+    assert b"a" not in after
+    assert all(x == y for x, y in zip(before, after) if x != b"a"), "a client of b or c moved"
+    assert 0.55 <= after.count(b"b") / len(after) <= 0.65
+    first = [choose(b"r", k, [(b"a", 0.0), (b"b", 1.0)]) for k in keys[:1000]]  # the drained one listed first
+    assert set(first) == {b"b"}
+
+
+DRAINED = CONFIG.replace("split = { a = 50, b = 50 }\nauth = \"optional\"\nmirror = true", "split = { a = 0, b = 100 }\nauth = \"optional\"\nmirror = true") + """
+[[routes]]
+prefix = "/drained"
+split = { a = 0, b = 1 }
+auth = "optional"
+"""
+
+
+async def test_a_drained_backend_serves_no_client_but_is_still_mirrored_to(gateway_client):
+    assert DRAINED != CONFIG
+    client = gateway_client(DRAINED)
+    served = []
+    for _ in range(200):
+        client.cookies.clear()
+        served.append((await client.get("/drained/x")).headers["x-served-by"])
+    assert set(served) == {"b"}, "a drained backend served a client"
+    wsgi_apps.RECORDED.clear()
+    served = []
+    for i in range(40):  # anonymous clients, then consumers; one copy at a time, so none is skipped
+        client.cookies.clear()
+        headers = USERS[("alice", "bob", "admin")[i % 3]].headers() if i >= 30 else {}
+        response = await client.get("/mirrored/same", headers=headers)
+        assert response.status_code == 200
+        served.append(response.headers["x-served-by"])
+        await wait_for_mirror(client, count=len(served), attempts=400)
+    assert set(served) == {"b"}, "a drained backend served a client"
+    stats = await wait_for_mirror(client, count=len(served))
+    assert (stats["matches"], stats["skipped"], stats["errors"]) == (len(served), 0, 0)
+    gets = [r["backend"] for r in wsgi_apps.RECORDED if r["method"] == "GET"]
+    assert gets.count("a") == gets.count("b") == len(served), "every request was copied to the drained backend"
 
 
 async def test_mirror_in_its_own_process_compares_too(gateway_client):
