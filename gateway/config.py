@@ -4,7 +4,8 @@ Every problem is reported as ``FILE: key.path: what is wrong`` — all of them
 at once, not just the first — by ``load_config`` (and so by
 ``stackgate check`` and the hot reloader, which share this code). An unknown
 key, the likeliest typo, also gets its line, its route and the closest known
-key: ``FILE:LINE: routes[2].mirorr (route "/v2"): unknown key; did you mean "mirror"?``.
+key:
+``FILE: routes[2].mirorr: unknown key; did you mean "mirror"? (route "/v2", line 41)``.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ class _Problems:
             self.items.append(f"{self.source}: {path or '(top level)'}: {message}")
 
     def unknown_key(self, loc: tuple, known: Iterable[str], otherwise: str = "") -> None:
-        """``FILE:LINE: key.path (route "NAME"): unknown key; did you mean "KEY"?`` (else ``; otherwise``)."""
+        """``FILE: key.path: unknown key; did you mean "KEY"? (route "NAME", line N)`` (else ``; otherwise``)."""
         message = "unknown key"
         close = difflib.get_close_matches(str(loc[-1]), list(known), n=1)
         if close:
@@ -114,15 +115,18 @@ class _Problems:
             message += f"; {otherwise}"
         if self._lines is None:
             self._lines = KeyLines(self.text)
-        line = self._lines.line(loc)
-        where = f"{self.source}:{line}" if line else self.source
-        route = ""
+        where = []
         if len(loc) > 2 and loc[0] == "routes" and isinstance(loc[1], int) and loc[1] < len(self.routes):
             table = self.routes[loc[1]]
             label = table.get("name") or table.get("prefix") if isinstance(table, dict) else None
             if isinstance(label, str):
-                route = f' (route "{label}")'
-        self.items.append(f"{where}: {format_loc(loc)}{route}: {message}")
+                where.append(f'route "{label}"')
+        line = self._lines.line(loc)
+        if line:
+            where.append(f"line {line}")
+        if where:
+            message += f" ({', '.join(where)})"
+        self.items.append(f"{self.source}: {format_loc(loc)}: {message}")
 
 
 def format_loc(loc: Iterable[Any]) -> str:

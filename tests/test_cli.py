@@ -146,4 +146,4 @@ def test_check_unknown_key_in_the_split_example(tmp_path):
     line = text.splitlines().index("mirorr = true") + 1
     result = stackgate("check", "--no-import", str(config))
     assert result.returncode == 1
-    assert result.stderr.splitlines() == [f'{config}:{line}: routes[1].mirorr (route "todos-v1"): unknown key; did you mean "mirror"?']
+    assert result.stderr.splitlines() == [f'{config}: routes[1].mirorr: unknown key; did you mean "mirror"? (route "todos-v1", line {line})']

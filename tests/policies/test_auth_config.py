@@ -81,9 +81,9 @@ CASES = [
         '\n[consumers."1x"]\nroles = []\n',
         "c.toml: consumers.1x: a name must start with a letter and use only letters, digits, '_' and '-'",
     ),
-    ("unknown-consumer-key", consumer(body="colour = 1"), "c.toml:7: consumers.alice.colour: unknown key"),
+    ("unknown-consumer-key", consumer(body="colour = 1"), "c.toml: consumers.alice.colour: unknown key (line 7)"),
     ("bad-default", '\n[auth]\ndefault = "open"\n', 'c.toml: auth.default: must be "required", "optional" or "none"'),
-    ("unknown-auth-key", '\n[auth]\ncolour = 1\n', "c.toml:7: auth.colour: unknown key"),
+    ("unknown-auth-key", '\n[auth]\ncolour = 1\n', "c.toml: auth.colour: unknown key (line 7)"),
     ("bad-realm", '\n[auth]\nrealm = "a\\"b"\n', "c.toml: auth.realm: must be 1-64 printable ASCII characters without quotes or backslashes"),
     ("bad-route-auth", route('auth = "public"'), 'c.toml: routes[0].auth: must be "required", "optional" or "none"'),
     (
