@@ -121,7 +121,8 @@ class Authenticator:
         if scheme == "jwt":
             name, roles = self.issuers.identify(credentials)
             return Identity(name, roles | self.roles.get(name, frozenset()), "jwt")
-        name = await self.basic.consumer(credentials)
+        user, password = basic.parse(credentials)
+        name = await self.basic.consumer(user, password)
         return Identity(name, self.roles[name], "basic")
 
     @staticmethod
