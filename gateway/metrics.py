@@ -33,6 +33,16 @@ LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
 AUTH_FAILURES = Counter("stackgate_auth_failures", "Requests refused by authentication (401) or authorisation (403).", ["route", "status"])
+AUTH_FAILURES_THROTTLED = Counter(
+    "stackgate_auth_failures_throttled",
+    "Requests refused (429) because their client address, or address and claimed identity, failed authentication too often.",
+    ["limit"],
+)
+AUTH_PASSWORD_CHECKS = Counter(
+    "stackgate_auth_password_checks",
+    "HTTP Basic password hash verifications by result (ok, failed; unknown users included), and refusals with the pool full (busy).",
+    ["result"],
+)
 THROTTLED = Counter("stackgate_throttled", "Requests refused by a throttle policy (429).", ["route"])
 THROTTLE_STORE_ERRORS = Counter("stackgate_throttle_store_errors", "Requests for which the throttle storage failed.", ["route"])
 MIRROR = Counter("stackgate_mirror_results", "Shadow comparisons by result (match, mismatch, not_comparable, error, skipped).", ["route", "result"])

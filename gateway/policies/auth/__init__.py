@@ -5,6 +5,10 @@ Config (see docs/auth.md)::
     [auth]
     default = "required"           # routes without `auth`: "required" | "optional" | "none"
 
+    [auth.failure_rates]           # failed attempts allowed before a 429
+    address = ["30/minute", "300/hour"]
+    address_identity = ["10/minute", "60/hour"]
+
     [auth.jwt.corp]                # bearer tokens of one issuer
     issuer = "https://id.example.com"
     algorithms = ["RS256"]
@@ -20,8 +24,9 @@ Config (see docs/auth.md)::
     roles = ["user"]               # any one of them grants access
 
 Modules: ``schema`` (the config tables), ``apikey``, ``bearer`` and ``basic``
-(one per scheme), ``handler`` (the ASGI policy and ``authenticate`` for the
-gateway's own endpoints).
+(one per scheme), ``guard`` (failed attempts counted, and refused with a 429
+beyond ``[auth.failure_rates]``), ``handler`` (the ASGI policy and
+``authenticate`` for the gateway's own endpoints).
 """
 
 from gateway.policies.auth.handler import Authenticator, authenticate, authenticator_for, require, wrap

@@ -188,6 +188,19 @@ class Issuers:
     def __bool__(self) -> bool:
         return bool(self.by_iss)
 
+    def claimed(self, credentials: bytes) -> bytes:
+        """The issuer and identity a token names, unverified (what its failures are counted under)."""
+        if len(credentials) > MAX_TOKEN_BYTES:
+            return b"?"
+        try:
+            unverified = jwt.decode(credentials.decode("ascii"), options={"verify_signature": False})
+        except (jwt.PyJWTError, UnicodeDecodeError, ValueError):
+            return b"?"
+        iss = unverified.get("iss")
+        issuer = self.by_iss.get(iss) if isinstance(iss, str) else None
+        name = unverified.get(issuer.config.identity_claim if issuer else "sub")
+        return f"{iss}\0{name}".encode("utf-8", "surrogatepass")
+
     def identify(self, credentials: bytes) -> tuple[str, frozenset[str]]:
         if not credentials or len(credentials) > MAX_TOKEN_BYTES or not credentials.isascii():
             raise BadCredentials(ERR_TOKEN.format(reason=_REASONS[jwt.DecodeError]))

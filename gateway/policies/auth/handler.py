@@ -9,6 +9,9 @@ checks them, optional ones included. The result travels in the scope
 as gateway-set headers (``X-Consumer-Id``, ``X-Consumer-Roles``,
 ``X-Auth-Scheme``); the credential itself is removed unless the route sets
 ``forward_credentials``.
+
+Failures are counted and, beyond ``[auth.failure_rates]``, refused with a
+429 before anything costly runs (``guard``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any, Iterable, Optional
 from gateway import headers as H
 from gateway.errors import GatewayError
 from gateway.policies.auth import apikey, basic, bearer
+from gateway.policies.auth.guard import Attempt, FailureGuard
 from gateway.policies.auth.identity import BadCredentials, Identity
 from gateway.policies.auth.schema import SCHEMES, available_schemes, effective_mode
 from gateway.types import Receive, Scope, Send
@@ -38,6 +42,10 @@ _CHALLENGES = {
 _AUTHORIZATION_SCHEMES = {b"bearer": "jwt", b"basic": "basic"}
 _SCHEME_LABELS = {"jwt": "Bearer", "basic": "Basic", "api-key": "API key"}
 _NO_SCHEMES = "credentials of a kind the gateway is configured for (it has none)"
+
+
+class SchemeRefused(BadCredentials):
+    """Credentials of a scheme the route does not take: never tried, so not a failure to count."""
 
 
 def _either(forms: list[str]) -> str:
@@ -77,6 +85,8 @@ class Authenticator:
             config.auth.basic_cache_ttl,
             config.auth.basic_cache_size,
         )
+        rates = config.auth.failure_rates
+        self.guard = FailureGuard(rates.address, rates.address_identity, config.throttle)
         self.available = available_schemes(config.auth, consumers)
         self.any_scheme = self.policy("required", (), None, False)
 
@@ -95,8 +105,21 @@ class Authenticator:
             forms=_either(forms) if forms else _NO_SCHEMES,
         )
 
-    async def identify(self, headers: Iterable[tuple[bytes, bytes]], policy: RoutePolicy) -> Optional[Identity]:
-        """The identity the request's one credential proves; None without one; BadCredentials otherwise."""
+    async def identify(self, scope: Scope, policy: RoutePolicy) -> Optional[Identity]:
+        """The identity the request's one credential proves; None without one; BadCredentials otherwise.
+
+        A failure is counted (``guard``); one beyond the failure rates is a 429 ``GatewayError`` instead.
+        """
+        attempt = Attempt(scope)
+        try:
+            return await self._identify(scope["headers"], policy, attempt)
+        except SchemeRefused:
+            raise
+        except BadCredentials:
+            await self.guard.failed(attempt)
+            raise
+
+    async def _identify(self, headers: Iterable[tuple[bytes, bytes]], policy: RoutePolicy, attempt: Attempt) -> Optional[Identity]:
         authorization = api_key = None
         count = 0
         for name, value in headers:
@@ -110,6 +133,7 @@ class Authenticator:
             raise BadCredentials(ERR_AMBIGUOUS)
         if api_key is not None:
             self._accepts(policy, "api-key")
+            attempt.claimed = b"api-key:" + api_key.strip()
             name = self.keys.consumer(api_key.strip())
             return Identity(name, self.roles[name], "api-key")
         kind, _, credentials = authorization.strip().partition(b" ")
@@ -119,27 +143,41 @@ class Authenticator:
         self._accepts(policy, scheme)
         credentials = credentials.strip()
         if scheme == "jwt":
-            name, roles = self.issuers.identify(credentials)
+            try:
+                name, roles = self.issuers.identify(credentials)
+            except BadCredentials:
+                attempt.claimed = b"jwt:" + self.issuers.claimed(credentials)
+                raise
             return Identity(name, roles | self.roles.get(name, frozenset()), "jwt")
-        name = await self.basic.consumer(credentials)
+        user, password = basic.parse(credentials)
+        attempt.claimed = b"basic:" + user.encode("utf-8", "surrogatepass")
+        await self.guard.admit(attempt)  # 429 before the cache and the hash once the address is out of failures
+        name = await self.basic.consumer(user, password, lambda: self.guard.reserve(attempt))
         return Identity(name, self.roles[name], "basic")
 
     @staticmethod
     def _accepts(policy: RoutePolicy, scheme: str) -> None:
         if scheme not in policy.schemes:
-            raise BadCredentials(ERR_SCHEME_REFUSED.format(scheme=_SCHEME_LABELS[scheme], forms=policy.forms))
+            raise SchemeRefused(ERR_SCHEME_REFUSED.format(scheme=_SCHEME_LABELS[scheme], forms=policy.forms))
 
 
 _BUILT: OrderedDict[int, tuple[Any, Authenticator]] = OrderedDict()
 _BUILT_KEEP = 4
 
 
-def authenticator_for(config: Any) -> Authenticator:
-    """The config's Authenticator, built on first use and shared by its routes and the admin app."""
+def authenticator_for(config: Any, runtime: Optional[dict] = None) -> Authenticator:
+    """The config's Authenticator, built on first use and shared by its routes and the admin app.
+
+    ``runtime`` (the gateway's): its failure counters use the throttle's storage there.
+    """
     entry = _BUILT.get(id(config))
     if entry is not None and entry[0] is config:
+        if runtime is not None:
+            entry[1].guard.use(runtime)
         return entry[1]
     built = Authenticator(config)
+    if runtime is not None:
+        built.guard.use(runtime)
     _BUILT[id(config)] = (config, built)  # holding the config keeps its id from being reused
     while len(_BUILT) > _BUILT_KEEP:
         _BUILT.popitem(last=False)
@@ -164,7 +202,7 @@ class Authenticate:
             return
         policy = self.policy
         try:
-            identity = await self.authenticator.identify(scope["headers"], policy)
+            identity = await self.authenticator.identify(scope, policy)
         except BadCredentials as exc:
             raise policy.unauthorized(exc.message) from None
         if identity is None:
@@ -210,7 +248,7 @@ async def authenticate(scope: Scope, config: Any) -> Optional[Identity]:
     """
     authenticator = authenticator_for(config)
     try:
-        return await authenticator.identify(scope["headers"], authenticator.any_scheme)
+        return await authenticator.identify(scope, authenticator.any_scheme)
     except BadCredentials as exc:
         raise authenticator.any_scheme.unauthorized(exc.message) from None
 
@@ -232,5 +270,5 @@ def wrap(app: Any, route: Any, config: Any, runtime: dict) -> Any:
     mode = effective_mode(route, config.auth)
     if mode == "none":
         return app if route.forward_credentials else StripCredentials(app)
-    authenticator = authenticator_for(config)
+    authenticator = authenticator_for(config, runtime)
     return Authenticate(app, authenticator, authenticator.policy(mode, route.roles, route.auth_schemes, route.forward_credentials))

@@ -12,10 +12,11 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Callable, Iterable, Optional
 
-from pydantic import AfterValidator, Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from gateway.policies.auth import apikey, basic, bearer
 from gateway.policies.auth.identity import ROLE
+from gateway.policies.throttle import parse_rate
 from gateway.schema import Schema
 
 MODES = ("required", "optional", "none")
@@ -77,11 +78,35 @@ def _password_hash(value: str, info: ValidationInfo) -> str:
     return value
 
 
+def _rate(value: str) -> str:
+    parse_rate(value)
+    return value
+
+
+def _one_or_many(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
 Mode = Annotated[str, AfterValidator(_mode)]
 SchemeName = Annotated[str, AfterValidator(_scheme)]
 Role = Annotated[str, AfterValidator(_role)]
 KeyHash = Annotated[str, AfterValidator(_key_hash)]
 PasswordHash = Annotated[str, AfterValidator(_password_hash)]
+Rate = Annotated[str, AfterValidator(_rate)]
+Rates = Annotated[list[Rate], BeforeValidator(_one_or_many)]
+
+
+class FailureRates(Schema):
+    """The ``[auth.failure_rates]`` table: failed authentications allowed before a 429.
+
+    Counted in ``[throttle] storage`` (one worker's memory, or Redis across
+    workers and hosts). An empty list turns that counter off.
+    """
+
+    address: Rates = ["30/minute", "300/hour"]
+    """Failures from one client address (an IPv6 client: its /64), whatever identity they claim."""
+    address_identity: Rates = ["10/minute", "60/hour"]
+    """Failures from one client address for one claimed identity (Basic user name, API key, token subject)."""
 
 
 class JwtIssuerConfig(Schema):
@@ -155,6 +180,8 @@ class AuthSettings(Schema):
     """Seconds a successful HTTP Basic verification is remembered (0: never remembered)."""
     basic_cache_size: int = Field(1024, ge=0, le=100_000)
     """Successful HTTP Basic verifications remembered at most (least recently used dropped first)."""
+    failure_rates: FailureRates = FailureRates()
+    """Failed authentications allowed per client address and per (address, claimed identity)."""
     jwt: dict[str, JwtIssuerConfig] = {}
     """Issuers of bearer tokens, by name: ``[auth.jwt.NAME]``."""
 
