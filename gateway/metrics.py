@@ -33,6 +33,11 @@ LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
 AUTH_FAILURES = Counter("stackgate_auth_failures", "Requests refused by authentication (401) or authorisation (403).", ["route", "status"])
+HOSTS_REFUSED = Counter(
+    "stackgate_hosts_refused",
+    "Requests refused for their Host: bad_host (invalid or missing, 400), host_not_allowed (not in [gateway] allowed_hosts, 421).",
+    ["code"],
+)
 THROTTLED = Counter("stackgate_throttled", "Requests refused by a throttle policy (429).", ["route"])
 THROTTLE_STORE_ERRORS = Counter("stackgate_throttle_store_errors", "Requests for which the throttle storage failed.", ["route"])
 MIRROR = Counter("stackgate_mirror_results", "Shadow comparisons by result (match, mismatch, error, skipped).", ["route", "result"])
