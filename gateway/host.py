@@ -25,6 +25,7 @@ and its ASGI ``server`` (WSGI ``SERVER_NAME``/``SERVER_PORT``) to
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -99,6 +100,7 @@ def parse_name(text: str) -> str:
     return name
 
 
+@functools.lru_cache(maxsize=256)  # a server sees few hosts; an invalid one raises, and is never cached
 def parse(raw: bytes, scheme: str = "http") -> Host:
     """A ``Host`` header value, validated and normalised for ``scheme``; raises BadHost."""
     if not raw:
