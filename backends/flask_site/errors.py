@@ -37,6 +37,8 @@ def _describe(exc: HTTPException) -> tuple[str, str, dict]:
         return "parse_error", "Malformed JSON request body.", {}
     if isinstance(exc, InvalidHost):
         return "bad_host", "Invalid Host header.", {}
+    if exc.code == 400:
+        return "bad_request", "Bad request.", {}  # as Django's handler400 says it
     if exc.code == 404:
         return "not_found", "Not found.", {}
     if exc.code == 405:

@@ -459,6 +459,16 @@ def test_unhandled_error_is_a_json_500(client, monkeypatch):
     assert_error(response, 500, "server_error", "Internal server error.", request_id="r-500")
 
 
+def test_any_other_bad_request_is_said_as_django_says_it(client, monkeypatch):
+    from werkzeug.exceptions import BadRequest
+
+    def refuse(*args, **kwargs):
+        raise BadRequest()
+
+    monkeypatch.setattr(resources, "paginate", refuse)
+    assert_error(client.get("/todos"), 400, "bad_request", "Bad request.")
+
+
 def test_body_over_the_limit_is_refused(make_client, app):
     app.config["MAX_CONTENT_LENGTH"] = 64
     response = make_client().post("/todos", json={"title": "x" * 100})
