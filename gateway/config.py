@@ -44,7 +44,7 @@ class GatewaySettings(Schema):
     """The ``[gateway]`` table."""
 
     trusted_proxies: list[str] = []
-    """Peers (IPs or CIDRs) whose ``X-Forwarded-For``/``-Proto`` are believed."""
+    """Peers (IPs or CIDRs) whose ``X-Forwarded-For``/``-Proto``/``-Host`` are believed."""
     max_body_size: ByteSize = 10 << 20
     """Largest request body accepted (413 beyond), chunked bodies included."""
     admin_roles: list[str] = ["admin"]
