@@ -2,7 +2,7 @@
 
 One request flows one way::
 
-    canonical path, request id -> route table -> policies -> backend
+    canonical path, request id, host (``gateway.host``) -> route table -> policies -> backend
     <- response headers added on the way out (X-Request-ID, Deprecation, ...)
 
 Everything derivable from the config is compiled once into a ``State``;
@@ -29,6 +29,8 @@ from gateway.backends import build_backend
 from gateway.backends.wsgi import ClientDisconnected
 from gateway.config import Config
 from gateway.errors import GatewayError, send_error, send_gateway_error
+from gateway.host import BAD_HOST, FORWARDED_HOST, HOST_NOT_ALLOWED, MISSING, AllowedHosts, BadHost, ForwardedHost, Host
+from gateway.host import parse as parse_host
 from gateway.paths import BadPath, canonical_path, encode_path, valid_method
 from gateway.policies import Runtime, build_chain, versions
 from gateway.routing import ADMIN_PREFIX, MethodNotAllowed, NoRoute, Route, RouteTable
@@ -54,6 +56,7 @@ class State:
     config: Config
     table: RouteTable
     entry: Any
+    allowed_hosts: AllowedHosts
 
 
 def compile_state(config: Config, backends: dict[str, Any], runtime: Runtime, handler: Any) -> State:
@@ -85,22 +88,29 @@ def compile_state(config: Config, backends: dict[str, Any], runtime: Runtime, ha
         from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
         entry = ProxyHeadersMiddleware(handler, trusted_hosts=list(config.gateway.trusted_proxies))
-    return State(config=config, table=RouteTable(routes), entry=entry)
+        entry = ForwardedHost(entry, config.gateway.trusted_proxies)  # outside: it must see the peer itself
+    return State(config=config, table=RouteTable(routes), entry=entry, allowed_hosts=AllowedHosts(config.gateway.allowed_hosts))
 
 
-def _host(headers: list[tuple[bytes, bytes]]) -> str:
+def request_host(scope: Scope) -> Host:
+    """The request's one host (``gateway.host``): a trusted proxy's ``X-Forwarded-Host``, else ``Host``."""
     value = None
-    for name, given in headers:
+    for name, given in scope["headers"]:
         if name == b"host":
             if value is not None:  # a backend would see both, joined: route on neither
                 raise GatewayError(*TWO_HOSTS)
             value = given
-    if not value:
-        return ""
-    host = value.decode("latin1").lower()
-    if host.startswith("["):
-        return host[: host.find("]") + 1]
-    return host.rsplit(":", 1)[0] if ":" in host else host
+    value = scope.get(FORWARDED_HOST, value)
+    if value is None:
+        raise GatewayError(400, BAD_HOST, MISSING)
+    try:
+        return parse_host(value, scope.get("scheme", "http"))
+    except BadHost as exc:
+        raise GatewayError(400, BAD_HOST, str(exc)) from None
+
+
+def _not_allowed(host: Host) -> GatewayError:
+    return GatewayError(421, HOST_NOT_ALLOWED, f'The host "{host.name}" is not served here: [gateway] allowed_hosts does not list it.')
 
 
 class Gateway:
@@ -249,6 +259,7 @@ class Gateway:
         response_started = False
         route: Optional[Route] = None
         route_label = "-"
+        host: Optional[Host] = None
         child: dict = {}
 
         async def send_out(message: dict) -> None:
@@ -269,14 +280,18 @@ class Gateway:
                 path = canonical_path(scope.get("raw_path") or scope["path"].encode("utf-8"))
             except BadPath as exc:
                 raise GatewayError(400, "bad_path", str(exc)) from None
+            host = request_host(scope)
 
             if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
+                # Not held to allowed_hosts: probes and scrapers come by address, and nothing here links to the host.
                 route_label = ADMIN_PREFIX  # the gateway's own traffic is logged, not counted
                 await self.admin(scope, receive, send_out, path)
                 return
+            if not state.allowed_hosts.allows(host.name):
+                raise _not_allowed(host)
 
             try:
-                route = state.table.match(path, method, _host(raw_headers))
+                route = state.table.match(path, method, host.name)
             except NoRoute:
                 raise GatewayError(404, "route_not_found", f"No route for {method} {path}.") from None
             except MethodNotAllowed as exc:
@@ -296,7 +311,14 @@ class Gateway:
             child["path"] = path
             child["raw_path"] = encode_path(path)
             child["root_path"] = scope.get("root_path", "") + route.root_path
-            child["headers"] = [*H.inbound(raw_headers), (H.REQUEST_ID, rid), *route.extra_request_headers]
+            # Both stacks build links from these: the Host header and SERVER_NAME/SERVER_PORT (a2wsgi reads ``server``).
+            child["headers"] = [
+                (b"host", host.value.encode()),
+                *[(name, value) for name, value in H.inbound(raw_headers) if name != b"host"],
+                (H.REQUEST_ID, rid),
+                *route.extra_request_headers,
+            ]
+            child["server"] = host.server(scope.get("scheme", "http"))
             child["stackgate.max_body_size"] = limit
             child["stackgate.request_id"] = request_id
             # Policies add response headers here (RateLimit, X-Served-By): they go on every
@@ -311,6 +333,8 @@ class Gateway:
                 raise
             if route is not None:
                 _count_refusal(route.config.label, exc)
+            elif exc.code in (BAD_HOST, HOST_NOT_ALLOWED):
+                metrics.HOSTS_REFUSED.labels(exc.code).inc()
             await send_gateway_error(send_out, exc, request_id)
         except ClientDisconnected:
             status = status or 499
@@ -340,6 +364,7 @@ class Gateway:
                     "request_id": request_id,
                     "method": scope["method"],
                     "path": scope["path"],
+                    "host": host.value if host is not None else None,
                     "route": route_label,
                     "backend": backend_name,
                     "identity": child.get("stackgate.identity"),

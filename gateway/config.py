@@ -51,11 +51,14 @@ class GatewaySettings(Schema):
     """The ``[gateway]`` table."""
 
     trusted_proxies: list[str] = []
-    """Peers (IPs or CIDRs) whose ``X-Forwarded-For``/``-Proto`` are believed."""
+    """Peers (IPs or CIDRs) whose ``X-Forwarded-For``/``-Proto``/``-Host`` are believed."""
     max_body_size: ByteSize = 10 << 20
     """Largest request body accepted (413 beyond), chunked bodies included."""
     admin_roles: list[str] = ["admin"]
     """Roles that may use the dashboard and the /_stackgate/ status, stats and mirror endpoints."""
+    allowed_hosts: list[str] = []
+    """Hosts the gateway serves (``api.example.com``, ``*.example.com``, ``.example.com``,
+    ``127.0.0.1``, ``[::1]``); other valid hosts get 421. Empty: any valid host (``gateway.host``)."""
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -68,6 +71,24 @@ class GatewaySettings(Schema):
             except ValueError:
                 raise ValueError(f'"{entry}" is not an IP address or CIDR such as "10.0.0.0/8"') from None
         return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _allowed_hosts(cls, value: list[str]) -> list[str]:
+        from gateway.host import BadHost, parse_pattern
+
+        patterns, bad = [], []
+        for entry in value:
+            try:
+                patterns.append(parse_pattern(entry))
+            except BadHost:
+                bad.append(f'"{entry}"')
+        if bad:
+            raise ValueError(
+                f'{", ".join(bad)} {"is not a host" if len(bad) == 1 else "are not hosts"} such as "api.example.com", '
+                '"*.example.com" (its subdomains), ".example.com" (it and its subdomains), "127.0.0.1" or "[::1]", without a port'
+            )
+        return patterns
 
 
 class Config(Schema):

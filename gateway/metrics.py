@@ -43,6 +43,11 @@ AUTH_PASSWORD_CHECKS = Counter(
     "HTTP Basic password hash verifications by result (ok, failed; unknown users included), and refusals with the pool full (busy).",
     ["result"],
 )
+HOSTS_REFUSED = Counter(
+    "stackgate_hosts_refused",
+    "Requests refused for their Host: bad_host (invalid or missing, 400), host_not_allowed (not in [gateway] allowed_hosts, 421).",
+    ["code"],
+)
 THROTTLED = Counter("stackgate_throttled", "Requests refused by a throttle policy (429).", ["route"])
 THROTTLE_STORE_ERRORS = Counter("stackgate_throttle_store_errors", "Requests for which the throttle storage failed.", ["route"])
 MIRROR = Counter("stackgate_mirror_results", "Shadow comparisons by result (match, mismatch, not_comparable, error, skipped).", ["route", "result"])

@@ -31,6 +31,8 @@ def _env_list(name: str, default: str = "") -> list[str]:
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "django-insecure-stackgate-dev-only-key")
 DEBUG = os.environ.get("DJANGO_DEBUG", "").lower() in {"1", "true", "yes", "on"}
+# Any host: the gateway has refused those it does not serve ([gateway] allowed_hosts) and passes one
+# normalised Host; an invalid one is still a 400 bad_host (todos/errors.py). Set it to serve without the gateway.
 ALLOWED_HOSTS = _env_list("DJANGO_ALLOWED_HOSTS", "*")
 CSRF_TRUSTED_ORIGINS = _env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 

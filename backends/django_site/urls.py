@@ -14,5 +14,6 @@ urlpatterns = [
     *router.urls,
 ]
 
+handler400 = "backends.django_site.todos.errors.bad_request"
 handler404 = "backends.django_site.todos.errors.not_found"
 handler500 = "backends.django_site.todos.errors.server_error"

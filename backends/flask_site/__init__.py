@@ -12,6 +12,7 @@ from .api import init_api
 from .config import database_uri, defaults, pre_ping
 from .errors import register_error_handlers
 from .models import db
+from .urls import check_host
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -28,6 +29,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     db.init_app(app)
     register_error_handlers(app)
+    app.before_request(check_host)
     init_api(app)
     app.wsgi_app = _empty_path_is_root(app.wsgi_app)
     return app

@@ -26,11 +26,19 @@ class MalformedJSON(BadRequest):
     """The body is not valid JSON."""
 
 
+class InvalidHost(BadRequest):
+    """The ``Host`` is not a valid host, or not a trusted one (Django's ``DisallowedHost``)."""
+
+
 def _describe(exc: HTTPException) -> tuple[str, str, dict]:
     if isinstance(exc, ValidationFailed):
         return "invalid", "Invalid input.", {"fields": exc.fields}
     if isinstance(exc, MalformedJSON):
         return "parse_error", "Malformed JSON request body.", {}
+    if isinstance(exc, InvalidHost):
+        return "bad_host", "Invalid Host header.", {}
+    if exc.code == 400:
+        return "bad_request", "Bad request.", {}  # as Django's handler400 says it
     if exc.code == 404:
         return "not_found", "Not found.", {}
     if exc.code == 405:

@@ -1,26 +1,23 @@
 """Reading the JSON request body the way DRF's ``JSONParser`` does.
 
 An empty body is ``{}`` whatever its content type (DRF never looks at it),
-a body of another media type is a 415, and bytes that do not decode as
-strict JSON (no ``NaN``/``Infinity``) are a parse error.
+a body of another media type is a 415, and bytes that ``backends.json_body``
+refuses (not strict JSON, nested too deep, a duplicate key) are a parse error.
 """
 
 from __future__ import annotations
 
 import codecs
-import json
 
 from flask import request
 from werkzeug.exceptions import UnsupportedMediaType
 from werkzeug.http import parse_options_header
 
+from backends import json_body
+
 from .errors import MalformedJSON
 
 MAX_MEDIA_TYPE_LENGTH = 256
-
-
-def _reject_constant(name: str):
-    raise ValueError(f"Out of range float values are not JSON compliant: {name!r}")
 
 
 def _content_length() -> int:
@@ -59,6 +56,6 @@ def read_json():
         raise UnsupportedMediaType()
     try:
         text = request.get_data(cache=False).decode(_encoding(content_type))
-        return json.loads(text, parse_constant=_reject_constant)
+        return json_body.loads(text)
     except (LookupError, ValueError) as exc:
         raise MalformedJSON() from exc

@@ -146,7 +146,7 @@ def _schemas() -> dict[str, Any]:
 
 #: status -> (description, codes the gateway or a stack answers it with)
 ERRORS: dict[int, tuple[str, tuple[str, ...]]] = {
-    400: ("Bad request: an ambiguous path or bad method/`Content-Length` (gateway); invalid JSON, a body or query parameter that fails validation (stack; `fields` says which).", ("bad_path", "bad_method", "bad_request", "parse_error", "invalid")),
+    400: ("Bad request: an ambiguous path, a bad method/`Content-Length`, a missing or invalid `Host` (gateway); invalid JSON, a body or query parameter that fails validation (stack; `fields` says which).", ("bad_path", "bad_method", "bad_request", "bad_host", "parse_error", "invalid")),
     401: ("No, bad or ambiguous credentials; `WWW-Authenticate` lists the accepted schemes.", ("unauthorized",)),
     403: ("Authenticated, but without one of the route's roles.", ("forbidden",)),
     404: ("No such todo (or not the caller's), a page past the last, or no route.", ("not_found", "route_not_found")),
@@ -154,6 +154,7 @@ ERRORS: dict[int, tuple[str, tuple[str, ...]]] = {
     408: ("A slow client: the head or the body did not arrive in time; the connection is closed.", ("request_timeout",)),
     413: ("The body exceeds the route's `max_body_size`; refused before the backend reads it.", ("body_too_large",)),
     415: ("The body is not `application/json`.", ("unsupported_media_type",)),
+    421: ("The host is not one `[gateway] allowed_hosts` lists.", ("host_not_allowed",)),
     429: ("A rate limit is spent; retry after `Retry-After` seconds.", ("rate_limited",)),
     431: ("The request line and headers exceed 32 KiB.", ("headers_too_large",)),
     500: ("An unhandled error in the stack.", ("server_error",)),
@@ -244,6 +245,7 @@ class _Route:
         self.deprecated = bool(version is not None and version.deprecated is not None)
         self.served_by = bool(route.split) and not route.hide_served_by
         self.methods = set(route.methods) if route.methods else None
+        self.hosts_allowed = bool(config.gateway.allowed_hosts)
 
     def security(self) -> list[dict[str, list[str]]]:
         if self.mode == "none":
@@ -264,6 +266,8 @@ class _Route:
         statuses += [405, 408]
         if has_body:
             statuses += [413, 415]
+        if self.hosts_allowed:
+            statuses.append(421)
         if self.throttled:
             statuses.append(429)
         statuses += [431, 500, 502, 503, 504]

@@ -90,6 +90,7 @@ def test_default_config_documents_both_prefixes_and_validates():
     assert create["responses"]["201"]["headers"]["Location"] == {"$ref": "#/components/headers/Location"}
     for status in ("400", "401", "403", "405", "408", "413", "415", "429", "431", "500", "502", "503", "504"):
         assert create["responses"][status] == {"$ref": f"#/components/responses/Error{status}"}
+    assert create["responses"]["421"] == {"$ref": "#/components/responses/Error421"}  # config.toml has allowed_hosts
     assert "404" in op(doc, "/v1/todos/{id}", "delete")["responses"]
     assert "413" not in op(doc, "/v1/todos/{id}", "delete")["responses"]
 
@@ -283,3 +284,11 @@ async def test_endpoint_is_public_json(gateway_client):
     assert head.status_code == 200
     post = await client.post("/_stackgate/openapi.json")
     assert post.status_code == 405
+
+
+def test_421_is_documented_only_with_an_allow_list():
+    routes = '[[routes]]\nprefix = "/v1"\nbackend = "a"\nversion = "v1"\n'
+    assert "421" not in op(document(routes), "/v1/todos")["responses"]
+    doc = document(routes, ALL_SCHEMES + '\n[gateway]\nallowed_hosts = ["api.example.com"]\n')
+    assert op(doc, "/v1/todos")["responses"]["421"] == {"$ref": "#/components/responses/Error421"}
+    assert doc["components"]["responses"]["Error421"]["content"]["application/json"]["schema"]["properties"]["error"]["properties"]["code"]["enum"] == ["host_not_allowed"]

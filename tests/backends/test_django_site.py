@@ -9,6 +9,8 @@ import uuid
 import httpx
 import pytest
 
+from tests.backends import stack_cases
+
 PREFIX = "/v2"
 ROOT = "http://testserver"
 API = ROOT + PREFIX
@@ -548,3 +550,58 @@ def test_a_bad_conn_max_age_is_refused_with_the_right_form():
     )
     assert result.returncode != 0
     assert 'DJANGO_CONN_MAX_AGE="soon" must be a whole number of seconds, such as "600"' in result.stderr
+
+
+# Hosts and bodies (tests/backends/stack_cases.py): the same answers as the Flask stack's
+
+
+@pytest.mark.parametrize("host", [h for _, h in stack_cases.BAD_HOSTS], ids=stack_cases.BAD_HOST_IDS)
+@pytest.mark.parametrize("method, path", [("GET", "/todos"), ("POST", "/todos"), ("DELETE", "/todos/1"), ("GET", "/nope")])
+def test_disallowed_host_is_a_json_400(application, host, method, path):
+    body = b'{"title": "t"}' if method == "POST" else b""
+    status, headers, document = stack_cases.call_wsgi(application, method, path, host, body, script_name=PREFIX)
+    assert (status, headers["content-type"]) == (400, "application/json")
+    assert document == {"error": {"status": 400, "code": "bad_host", "message": "Invalid Host header.", "request_id": None}}
+
+
+def test_allowed_hosts_when_set(application):
+    from django.test import override_settings
+
+    with override_settings(ALLOWED_HOSTS=["api.example.com", ".example.org"]):
+        for host, status in [("api.example.com", 200), ("example.org:8000", 200), ("a.example.org", 200), ("evil.example", 400), ("api.example.com.evil.example", 400)]:
+            got, _, document = stack_cases.call_wsgi(application, "GET", "/", host.encode(), script_name=PREFIX)
+            assert got == status, host
+            if status == 200:
+                assert document == {"todos": f"http://{host}{PREFIX}/todos"}
+            else:
+                assert document["error"]["code"] == "bad_host"
+
+
+def test_other_suspicious_operations_are_a_json_400(application):
+    from django.test import override_settings
+
+    with override_settings(DATA_UPLOAD_MAX_NUMBER_FIELDS=2):  # TooManyFieldsSent
+        status, headers, document = stack_cases.call_wsgi(application, "GET", "/todos", b"testserver", script_name=PREFIX, query="a=1&b=2&c=3")
+    assert (status, headers["content-type"]) == (400, "application/json")
+    assert document == {"error": {"status": 400, "code": "bad_request", "message": "Bad request.", "request_id": None}}
+
+
+@pytest.mark.parametrize("body", [b for _, b in stack_cases.UNPARSED_BODIES], ids=stack_cases.UNPARSED_IDS)
+def test_too_deep_and_duplicate_keys_are_parse_errors(client, body):
+    todo = create(client)
+    headers = {"Content-Type": "application/json"}
+    error(client.post("/todos", content=body, headers=headers), 400, "parse_error", "Malformed JSON request body.")
+    error(client.patch(f"/todos/{todo['id']}", content=body, headers=headers), 400, "parse_error", "Malformed JSON request body.")
+    assert client.get("/todos").json()["count"] == 1
+
+
+def test_nesting_at_the_bound_parses(client):
+    response = client.post("/todos", content=stack_cases.AT_THE_BOUND, headers={"Content-Type": "application/json"})
+    invalid(response, title=["Not a valid string."])
+
+
+@pytest.mark.parametrize("body, title", [(b, t) for _, b, t in stack_cases.PARSED_BODIES], ids=stack_cases.PARSED_IDS)
+def test_brackets_in_strings_and_keys_in_other_case_parse(client, body, title):
+    response = client.post("/todos", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 201, response.text
+    assert response.json()["title"] == title

@@ -16,6 +16,7 @@ import sqlalchemy
 
 from backends.flask_site import create_app, resources
 from backends.flask_site.models import db
+from tests.backends import stack_cases
 
 SCHEMA = """
 CREATE TABLE todos (
@@ -458,6 +459,16 @@ def test_unhandled_error_is_a_json_500(client, monkeypatch):
     assert_error(response, 500, "server_error", "Internal server error.", request_id="r-500")
 
 
+def test_any_other_bad_request_is_said_as_django_says_it(client, monkeypatch):
+    from werkzeug.exceptions import BadRequest
+
+    def refuse(*args, **kwargs):
+        raise BadRequest()
+
+    monkeypatch.setattr(resources, "paginate", refuse)
+    assert_error(client.get("/todos"), 400, "bad_request", "Bad request.")
+
+
 def test_body_over_the_limit_is_refused(make_client, app):
     app.config["MAX_CONTENT_LENGTH"] = 64
     response = make_client().post("/todos", json={"title": "x" * 100})
@@ -612,3 +623,50 @@ def test_create_app_reads_database_url(db_path, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DATABASE_URL", "sqlite:///db.sqlite3")
     assert create_app().config["SQLALCHEMY_DATABASE_URI"] == f"sqlite:///{db_path}"
+
+
+# Hosts and bodies the stack must refuse on its own as Django does (tests/backends/stack_cases.py)
+
+
+@pytest.mark.parametrize("host", [h for _, h in stack_cases.BAD_HOSTS], ids=stack_cases.BAD_HOST_IDS)
+@pytest.mark.parametrize("method, path", [("GET", "/todos"), ("POST", "/todos"), ("DELETE", "/todos/1"), ("GET", "/nope")])
+def test_an_invalid_host_is_a_json_400(app, host, method, path):
+    body = b'{"title": "t"}' if method == "POST" else b""
+    status, headers, document = stack_cases.call_wsgi(app, method, path, host, body, script_name="/v1")
+    assert (status, headers["content-type"]) == (400, "application/json")
+    assert document == {"error": {"status": 400, "code": "bad_host", "message": "Invalid Host header.", "request_id": None}}
+
+
+def test_allowed_hosts_when_set(db_path):
+    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{db_path}", "ALLOWED_HOSTS": ["api.example.com", ".example.org"]})
+    with httpx.Client(transport=httpx.WSGITransport(app=as_gateway(app), script_name="/v1"), base_url="http://testserver") as client:
+        for host, status in [("api.example.com", 200), ("example.org:8000", 200), ("a.example.org", 200), ("evil.example", 400), ("api.example.com.evil.example", 400)]:
+            response = client.get("/", headers={"Host": host})
+            assert response.status_code == status, host
+            if status == 200:
+                assert response.json() == {"todos": f"http://{host}/v1/todos"}
+            else:
+                assert_error(response, 400, "bad_host", "Invalid Host header.")
+    with app.app_context():
+        db.engine.dispose()
+
+
+@pytest.mark.parametrize("body", [b for _, b in stack_cases.UNPARSED_BODIES], ids=stack_cases.UNPARSED_IDS)
+def test_too_deep_and_duplicate_keys_are_parse_errors(client, body):
+    todo = create(client)
+    headers = {"Content-Type": "application/json"}
+    assert_error(client.post("/todos", content=body, headers=headers), 400, "parse_error", "Malformed JSON request body.")
+    assert_error(client.patch(f"/todos/{todo['id']}", content=body, headers=headers), 400, "parse_error", "Malformed JSON request body.")
+    assert client.get("/todos").json()["count"] == 1
+
+
+def test_nesting_at_the_bound_parses(client):
+    response = client.post("/todos", content=stack_cases.AT_THE_BOUND, headers={"Content-Type": "application/json"})
+    invalid(response, {"title": ["Not a valid string."]})
+
+
+@pytest.mark.parametrize("body, title", [(b, t) for _, b, t in stack_cases.PARSED_BODIES], ids=stack_cases.PARSED_IDS)
+def test_brackets_in_strings_and_keys_in_other_case_parse(client, body, title):
+    response = client.post("/todos", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 201, response.text
+    assert response.json()["title"] == title

@@ -1,4 +1,4 @@
-"""The contract's one error shape, for DRF's errors and for Django's own 404 and 500.
+"""The contract's one error shape, for DRF's errors and for Django's own 400, 404 and 500.
 
 Messages are fixed per kind of error (not DRF's ``detail``, which varies,
 e.g. "No Todo matches the given query.") so both stacks say the same thing.
@@ -6,7 +6,7 @@ e.g. "No Todo matches the given query.") so both stacks say the same thing.
 
 from __future__ import annotations
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import DisallowedHost, PermissionDenied
 from django.http import Http404, HttpResponse
 from rest_framework import exceptions
 from rest_framework.renderers import JSONRenderer
@@ -66,6 +66,13 @@ def json_error(request, status: int, code: str, message: str) -> HttpResponse:
     """An error outside DRF, rendered byte for byte as DRF's ``JSONRenderer`` would."""
     body = JSONRenderer().render(error_body(status, code, message, request_id(request)))
     return HttpResponse(body, status=status, content_type="application/json")
+
+
+def bad_request(request, exception=None) -> HttpResponse:
+    """Django's ``handler400``: ``SuspiciousOperation`` (``DisallowedHost`` among them) and ``BadRequest``."""
+    if isinstance(exception, DisallowedHost):
+        return json_error(request, 400, "bad_host", "Invalid Host header.")
+    return json_error(request, 400, "bad_request", "Bad request.")
 
 
 def not_found(request, exception=None) -> HttpResponse:

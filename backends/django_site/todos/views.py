@@ -2,6 +2,7 @@ from rest_framework import routers, viewsets
 
 from .models import Todo
 from .pagination import TodoPagination
+from .parsers import StrictJSONParser
 from .query import ListQuerySerializer
 from .serializers import TodoSerializer
 
@@ -29,6 +30,7 @@ class TodoViewSet(viewsets.ModelViewSet):
 
     serializer_class = TodoSerializer
     pagination_class = TodoPagination
+    parser_classes = [StrictJSONParser]  # not settings' JSONParser: bounded depth, no duplicate keys
     lookup_value_regex = "[0-9]+"
     http_method_names = ALLOWED_METHODS
 
