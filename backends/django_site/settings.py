@@ -46,6 +46,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "backends.django_site.mounts.AdminOnlyAtItsMount",
     "backends.django_site.todos.middleware.HeadBodyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -56,7 +57,10 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
-ROOT_URLCONF = "backends.django_site.urls"
+ROOT_URLCONF = "backends.django_site.urls"  # the API, under every mount
+# Django's admin is served only to requests whose SCRIPT_NAME is this: the gateway's
+# admin route (prefix "/admin", strip_prefix = true). Elsewhere (/v2/admin/) it is a 404.
+ADMIN_MOUNT = "/admin"
 WSGI_APPLICATION = "backends.django_site.wsgi.application"
 
 TEMPLATES = [
