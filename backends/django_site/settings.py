@@ -29,8 +29,11 @@ def _env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "django-insecure-stackgate-dev-only-key")
-DEBUG = os.environ.get("DJANGO_DEBUG", "").lower() in {"1", "true", "yes", "on"}
+# From the environment. The fallback is Django's "insecure" kind, kept only so that
+# the demo runs as is on loopback: the gateway's bootstrap checks warn about it there,
+# and refuse to serve with it on any other address (docs/security.md).
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or "django-insecure-stackgate-dev-only-key"
+DEBUG = os.environ.get("DJANGO_DEBUG", "").lower() in {"1", "true", "yes", "on"}  # off unless asked for
 ALLOWED_HOSTS = _env_list("DJANGO_ALLOWED_HOSTS", "*")
 CSRF_TRUSTED_ORIGINS = _env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 
