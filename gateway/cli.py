@@ -153,6 +153,57 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _setup_django(config: Config) -> bool:
+    """Import the config's in-process apps until one has configured Django; False when none runs it."""
+    from django.conf import settings
+
+    from gateway.backends.base import load_app
+
+    for backend in config.backends.values():
+        if settings.configured:
+            break
+        if getattr(backend, "kind", None) in ("wsgi", "asgi"):
+            load_app(backend.app)
+    if not settings.configured:
+        return False
+    import django
+
+    django.setup()
+    return True
+
+
+def cmd_createsuperuser(args: argparse.Namespace) -> int:
+    """Django's ``createsuperuser`` for the Django backend the config runs: the admin's first login."""
+    config = _load(args.config)
+    if config is None:
+        return 1
+    if not _setup_django(config):
+        print(f"{args.config}: no backend runs Django (a wsgi or asgi backend whose app configures Django settings)", file=sys.stderr)
+        return 1
+    if not args.noinput and not sys.stdin.isatty():
+        print(
+            "stackgate createsuperuser: no terminal to ask on; pass --noinput with --username and --email, "
+            "and the password in DJANGO_SUPERUSER_PASSWORD",
+            file=sys.stderr,
+        )
+        return 1
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    migrate_embedded()
+    options = {"interactive": not args.noinput, "verbosity": 1}
+    if args.username:
+        options["username"] = args.username
+    if args.email:
+        options["email"] = args.email
+    try:
+        call_command("createsuperuser", **options)
+    except CommandError as exc:
+        print(f"stackgate createsuperuser: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def run_warnings(config: Config, workers: int) -> list[str]:
     """What ``stackgate run`` warns about before serving (it serves all the same)."""
     warnings = []
@@ -233,6 +284,7 @@ VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
     "migrate": cmd_migrate,
     "keys": cmd_keys,
     "password": cmd_password,
+    "createsuperuser": cmd_createsuperuser,
 }
 
 
@@ -267,6 +319,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     password = verbs.add_parser("password", help="hash a password (stdin, or a prompt) for config.toml")
     password.add_argument("consumer", type=_consumer_name, help="the consumer the password is for")
+
+    superuser = verbs.add_parser(
+        "createsuperuser",
+        help="create a user of Django's admin (/admin/) in the configured Django backend",
+        description="Django's createsuperuser for the config's Django backend (migrates the embedded database first). "
+        "Without a terminal: --noinput --username NAME --email ADDRESS, and the password in DJANGO_SUPERUSER_PASSWORD.",
+    )
+    superuser.add_argument("--config", default=os.environ.get("STACKGATE_CONFIG", DEFAULT_PATH), help="config file (default: ./config.toml)")
+    superuser.add_argument("--username", help="the login name (asked when not given)")
+    superuser.add_argument("--email", help="the user's email address")
+    superuser.add_argument("--noinput", "--no-input", action="store_true",
+                           help="ask nothing: the password comes from DJANGO_SUPERUSER_PASSWORD")
     return parser
 
 
