@@ -36,6 +36,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from gateway import logs
 from gateway.config import Config
 from gateway.errors import send_error
 from gateway.types import Receive, Scope, Send
@@ -126,10 +127,26 @@ def config_findings(config: Config) -> list[Finding]:
     return found
 
 
+def _runs_django(app: Any) -> bool:
+    """Django's WSGI/ASGI handler, or a middleware around one (``.app``, ``.application``: a2wsgi, WhiteNoise)."""
+    for _ in range(4):
+        if type(app).__module__.startswith("django."):
+            return True
+        app = getattr(app, "application", None) or getattr(app, "app", None)
+        if app is None:
+            return False
+    return False
+
+
 def django_findings(backends: dict[str, Any]) -> list[Finding]:
-    """Django's own risky settings, when a backend runs Django (read after the backends loaded it)."""
+    """Django's own risky settings, when a backend runs Django (read after the backends loaded it).
+
+    Only a backend that serves Django counts: the embedded database's migrations
+    configure Django in any process, whether or not a route leads to it.
+    """
+    names = [f"backends.{name}" for name, backend in backends.items() if _runs_django(getattr(backend, "app", None))]
     conf = sys.modules.get("django.conf")
-    if conf is None or not conf.settings.configured:
+    if not names or conf is None or not conf.settings.configured:
         return []
     from django.core.checks.security.base import (
         SECRET_KEY_INSECURE_PREFIX,
@@ -138,11 +155,7 @@ def django_findings(backends: dict[str, Any]) -> list[Finding]:
     )
 
     settings = conf.settings
-    names = [
-        f"backends.{name}" for name, backend in backends.items()
-        if type(getattr(backend, "app", None)).__module__.startswith("django.")
-    ]
-    where = f"{', '.join(names) or 'Django'} (settings {settings.SETTINGS_MODULE or '?'})"
+    where = f"{', '.join(names)} (settings {settings.SETTINGS_MODULE or '?'})"
     found = []
     key = str(getattr(settings, "SECRET_KEY", "") or "")
     if key.startswith(SECRET_KEY_INSECURE_PREFIX) or len(key) < SECRET_KEY_MIN_LENGTH or len(set(key)) < SECRET_KEY_MIN_UNIQUE_CHARACTERS:
@@ -383,8 +396,6 @@ class Guard:
                     await send({"type": "lifespan.startup.failed", "message": refusal[0]})
                     return
                 if self.refused:  # refused after the server bound: it has shut down; exit as a failed start
-                    from gateway import logs
-
                     await send(message)
                     logs.flush()
                     for stream in (sys.stdout, sys.stderr):

@@ -88,6 +88,20 @@ def django_findings(**env: str) -> list[str]:
     return json.loads(result.stdout)
 
 
+def test_django_counts_only_where_a_backend_serves_it():
+    class Handler:  # stands for django.core.handlers.wsgi.WSGIHandler
+        pass
+
+    Handler.__module__ = "django.core.handlers.wsgi"
+    handler = Handler()
+    assert bootstrap._runs_django(handler)
+    assert bootstrap._runs_django(SimpleNamespace(application=handler))  # WhiteNoise(application)
+    assert bootstrap._runs_django(SimpleNamespace(app=SimpleNamespace(app=handler)))  # a2wsgi around a wrapper
+    assert not bootstrap._runs_django(SimpleNamespace(app=None))
+    assert not bootstrap._runs_django(None)
+    assert bootstrap.django_findings({"flask": SimpleNamespace(app=SimpleNamespace())}) == []
+
+
 def test_django_settings_are_read_from_the_loaded_backend():
     where = "backends.django (settings backends.django_site.settings)"
     assert django_findings() == [f"{where}: SECRET_KEY", f"{where}: ALLOWED_HOSTS"]
