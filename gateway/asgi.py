@@ -1,13 +1,31 @@
-"""``gateway.asgi:app`` for any ASGI server; reads ``STACKGATE_CONFIG`` (default ``./config.toml``)."""
+"""``gateway.asgi:app`` for any ASGI server; reads ``STACKGATE_CONFIG`` (default ``./config.toml``).
+
+Like ``stackgate run`` it applies the embedded SQLite database's migrations
+first (unless ``DATABASE_URL`` is set, or ``STACKGATE_MIGRATE=0``), and it runs
+the bootstrap checks (``gateway.bootstrap``) whatever the server.
+"""
 
 import logging
 import os
+import sys
 
-from gateway import logs
+from gateway import bootstrap, logs
 from gateway.app import create_app
-from gateway.config import load_config
+from gateway.cli import migrate_embedded
+from gateway.config import ConfigError, load_config
 
 if not logging.getLogger("stackgate").handlers:
     logs.setup(os.environ.get("STACKGATE_LOG_LEVEL", "info"))
 
-app = create_app(load_config(), watch=os.environ.get("STACKGATE_WATCH", "1") != "0", freeze_gc=True)
+try:
+    config = load_config()
+except ConfigError as exc:  # one line per problem, not a traceback from the server's import
+    for problem in exc.problems:
+        logging.getLogger("stackgate").error(problem)
+    logs.flush()
+    sys.exit(bootstrap.EXIT_REFUSED)
+if os.environ.get("STACKGATE_MIGRATE", "1") != "0":
+    migrate_embedded()
+app = bootstrap.guard(
+    create_app(config, watch=os.environ.get("STACKGATE_WATCH", "1") != "0", freeze_gc=True), config
+)

@@ -156,17 +156,109 @@ def cmd_password(args: argparse.Namespace) -> int:
 
 
 def migrate(verbosity: int = 1) -> None:
-    """Apply Django's migrations: they own the schema both stacks use."""
+    """Apply Django's migrations: they own the schema both stacks use.
+
+    On SQLite, processes that start together (``uvicorn --workers N``) take turns.
+    """
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backends.django_site.settings")
+    import fcntl
+
     import django
     from django.core.management import call_command
+    from django.db import connection
 
     django.setup()
-    call_command("migrate", interactive=False, verbosity=verbosity)
+    if connection.vendor != "sqlite" or str(connection.settings_dict["NAME"]).startswith(":memory:"):
+        call_command("migrate", interactive=False, verbosity=verbosity)
+        return
+    with open(f"{connection.settings_dict['NAME']}.migrate-lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        call_command("migrate", interactive=False, verbosity=verbosity)
+
+
+def migrate_embedded() -> None:
+    """What ``stackgate run`` and ``gateway.asgi`` do first: migrate the embedded SQLite database.
+
+    With ``DATABASE_URL`` set (PostgreSQL) the schema is the operator's to apply: ``stackgate migrate``.
+    """
+    if os.environ.get("DATABASE_URL"):
+        return
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        migrate(verbosity=0)
+        return
+    # Imported inside a server's event loop (uvicorn --workers/--reload load the app there):
+    # Django's ORM refuses to run in an async context, so the migrations get a thread of their own.
+    from concurrent.futures import ThreadPoolExecutor
+
+    def migrate_and_close() -> None:
+        from django.db import connections
+
+        try:
+            migrate(verbosity=0)
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(1, thread_name_prefix="stackgate-migrate") as pool:
+        pool.submit(migrate_and_close).result()
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     migrate(verbosity=args.verbosity)
+    return 0
+
+
+def _setup_django(config: Config) -> bool:
+    """Import the config's in-process apps until one has configured Django; False when none runs it."""
+    from django.conf import settings
+
+    from gateway.backends.base import load_app
+
+    for backend in config.backends.values():
+        if settings.configured:
+            break
+        if getattr(backend, "kind", None) in ("wsgi", "asgi"):
+            load_app(backend.app)
+    if not settings.configured:
+        return False
+    import django
+
+    django.setup()
+    return True
+
+
+def cmd_createsuperuser(args: argparse.Namespace) -> int:
+    """Django's ``createsuperuser`` for the Django backend the config runs: the admin's first login."""
+    config = _load(args.config)
+    if config is None:
+        return 1
+    if not _setup_django(config):
+        print(f"{args.config}: no backend runs Django (a wsgi or asgi backend whose app configures Django settings)", file=sys.stderr)
+        return 1
+    if not args.noinput and not sys.stdin.isatty():
+        print(
+            "stackgate createsuperuser: no terminal to ask on; pass --noinput with --username and --email, "
+            "and the password in DJANGO_SUPERUSER_PASSWORD",
+            file=sys.stderr,
+        )
+        return 1
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    migrate_embedded()
+    options = {"interactive": not args.noinput, "verbosity": 1}
+    if args.username:
+        options["username"] = args.username
+    if args.email:
+        options["email"] = args.email
+    try:
+        call_command("createsuperuser", **options)
+    except CommandError as exc:
+        print(f"stackgate createsuperuser: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -186,6 +278,8 @@ def run_warnings(config: Config, workers: int) -> list[str]:
 def cmd_run(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from gateway import bootstrap
+
     path = str(Path(args.config).resolve())
     config = _load(path)
     if config is None:
@@ -194,14 +288,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     os.environ["STACKGATE_CONFIG"] = path
     os.environ["STACKGATE_LOG_LEVEL"] = args.log_level
+    if args.allow_insecure:
+        os.environ[bootstrap.ALLOW_ENV] = "1"  # the workers log it, with what it lets through
     os.environ.pop("SCRIPT_NAME", None)  # a2wsgi would apply it to every mount
     metrics_dir = None
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Every worker writes its samples here; any worker answers /_stackgate/metrics with the sum.
         metrics_dir = tempfile.mkdtemp(prefix="stackgate-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    if not os.environ.get("DATABASE_URL"):
-        migrate(verbosity=0)  # the embedded SQLite default works on the first request
+    migrate_embedded()  # the embedded SQLite default works on the first request
+    os.environ["STACKGATE_MIGRATE"] = "0"  # done once here, not again in each worker
     settings = dict(
         host=args.host,
         port=args.port,
@@ -215,15 +311,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         http="gateway.server:HttpProtocol",
         timeout_graceful_shutdown=args.graceful_timeout,
     )
-    if args.workers > 1:
-        from gateway import supervisor
+    status = 0
+    try:
+        if args.workers > 1:
+            from gateway import supervisor
 
-        supervisor.serve(uvicorn.Config("gateway.asgi:app", **settings))
-    else:
-        uvicorn.run("gateway.asgi:app", **settings)
-    if metrics_dir:
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-    return 0
+            status = supervisor.serve(uvicorn.Config("gateway.asgi:app", **settings)) or 0
+        else:
+            # Bound before the app starts, so that its bootstrap checks know the address
+            # and a refusal stops it before anything is served (gateway.bootstrap).
+            server = uvicorn.Server(uvicorn.Config("gateway.asgi:app", **settings))
+            sock = server.config.bind_socket()
+            try:
+                server.run(sockets=[sock])
+            finally:
+                sock.close()
+            status = 0 if server.started else bootstrap.EXIT_REFUSED
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    return status
 
 
 VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -233,6 +342,7 @@ VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
     "migrate": cmd_migrate,
     "keys": cmd_keys,
     "password": cmd_password,
+    "createsuperuser": cmd_createsuperuser,
 }
 
 
@@ -242,11 +352,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = verbs.add_parser("run", help="serve the gateway with uvicorn")
     run.add_argument("--config", default=os.environ.get("STACKGATE_CONFIG", DEFAULT_PATH), help="config file (default: ./config.toml)")
-    run.add_argument("--host", default="127.0.0.1")
-    run.add_argument("--port", type=int, default=8000)
+    run.add_argument("--host", default=os.environ.get("STACKGATE_HOST", "127.0.0.1"),
+                     help="address to listen on (default: $STACKGATE_HOST or 127.0.0.1; beyond loopback the bootstrap checks refuse insecure settings)")
+    run.add_argument("--port", type=int, default=int(os.environ.get("STACKGATE_PORT") or 8000), help="default: $STACKGATE_PORT or 8000")
     run.add_argument("--workers", type=int, default=1, help="worker processes (use Redis throttling for more than one)")
     run.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     run.add_argument("--graceful-timeout", type=int, default=30, help="seconds in-flight requests get at shutdown")
+    run.add_argument("--allow-insecure", action="store_true",
+                     help="serve beyond loopback despite insecure settings (same as STACKGATE_ALLOW_INSECURE=1; logged at every start)")
 
     check = verbs.add_parser("check", help="validate a config file and import its backends' apps; exit 0 when valid")
     check.add_argument("config", nargs="?", default=DEFAULT_PATH)
@@ -265,6 +378,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     password = verbs.add_parser("password", help="hash a password (stdin, or a prompt) for config.toml")
     password.add_argument("consumer", type=_consumer_name, help="the consumer the password is for")
+
+    superuser = verbs.add_parser(
+        "createsuperuser",
+        help="create a user of Django's admin (/admin/) in the configured Django backend",
+        description="Django's createsuperuser for the config's Django backend (migrates the embedded database first). "
+        "Without a terminal: --noinput --username NAME --email ADDRESS, and the password in DJANGO_SUPERUSER_PASSWORD.",
+    )
+    superuser.add_argument("--config", default=os.environ.get("STACKGATE_CONFIG", DEFAULT_PATH), help="config file (default: ./config.toml)")
+    superuser.add_argument("--username", help="the login name (asked when not given)")
+    superuser.add_argument("--email", help="the user's email address")
+    superuser.add_argument("--noinput", "--no-input", action="store_true",
+                           help="ask nothing: the password comes from DJANGO_SUPERUSER_PASSWORD")
     return parser
 
 

@@ -122,13 +122,18 @@ class Supervisor(Multiprocess):
         logger.warning("SIGTTOU ignored: the worker count is fixed by --workers (one socket each).")
 
 
-def serve(config: Config) -> None:
-    """Run ``config.workers`` workers of ``config`` under the supervisor, until SIGINT/SIGTERM."""
+def serve(config: Config) -> int:
+    """Run ``config.workers`` workers of ``config`` under the supervisor, until SIGINT/SIGTERM.
+
+    Returns ``STARTUP_FAILURE`` when a worker failed to start (the bootstrap checks refused), else 0.
+    """
     sockets = listening_sockets(config.host, config.port, config.workers, config.backlog)
     host = f"[{config.host}]" if ":" in config.host else config.host
     logger.info(f"Uvicorn running on http://{host}:{sockets[0].getsockname()[1]} (Press CTRL+C to quit)")
     try:
-        Supervisor(config, sockets=sockets).run()
+        supervisor = Supervisor(config, sockets=sockets)
+        supervisor.run()
     finally:
         for sock in sockets:
             sock.close()
+    return STARTUP_FAILURE if any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes) else 0

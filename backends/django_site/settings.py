@@ -29,8 +29,11 @@ def _env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "django-insecure-stackgate-dev-only-key")
-DEBUG = os.environ.get("DJANGO_DEBUG", "").lower() in {"1", "true", "yes", "on"}
+# From the environment. The fallback is Django's "insecure" kind, kept only so that
+# the demo runs as is on loopback: the gateway's bootstrap checks warn about it there,
+# and refuse to serve with it on any other address (docs/security.md).
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or "django-insecure-stackgate-dev-only-key"
+DEBUG = os.environ.get("DJANGO_DEBUG", "").lower() in {"1", "true", "yes", "on"}  # off unless asked for
 # Any host: the gateway has refused those it does not serve ([gateway] allowed_hosts) and passes one
 # normalised Host; an invalid one is still a 400 bad_host (todos/errors.py). Set it to serve without the gateway.
 ALLOWED_HOSTS = _env_list("DJANGO_ALLOWED_HOSTS", "*")
@@ -48,6 +51,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "backends.django_site.mounts.AdminOnlyAtItsMount",
     "backends.django_site.todos.middleware.HeadBodyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -58,7 +62,10 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
-ROOT_URLCONF = "backends.django_site.urls"
+ROOT_URLCONF = "backends.django_site.urls"  # the API, under every mount
+# Django's admin is served only to requests whose SCRIPT_NAME is this: the gateway's
+# admin route (prefix "/admin", strip_prefix = true). Elsewhere (/v2/admin/) it is a 404.
+ADMIN_MOUNT = "/admin"
 WSGI_APPLICATION = "backends.django_site.wsgi.application"
 
 TEMPLATES = [

@@ -1,7 +1,9 @@
-"""The API at the root of whatever prefix the gateway mounts this site under, plus the admin."""
+"""The API at the root of whatever prefix the gateway mounts this site under.
 
-from django.contrib import admin
-from django.urls import path
+No admin here: Django's admin has its own URL table (``admin_urls``), served
+only through the gateway's admin route (``mounts.AdminOnlyAtItsMount``), so
+``/v2/admin/`` is a 404 and a policy on ``/v2`` never governs the admin.
+"""
 
 from .todos.routers import OptionalSlashRouter
 from .todos.views import TodoViewSet
@@ -10,7 +12,6 @@ router = OptionalSlashRouter()
 router.register("todos", TodoViewSet, basename="todo")
 
 urlpatterns = [
-    path("admin/", admin.site.urls),
     *router.urls,
 ]
 

@@ -481,28 +481,38 @@ def test_unacceptable_accept_falls_back_to_json(client):
 
 
 def test_admin_login_page_renders(make_client):
-    response = make_client(script_name="").get("/admin/login/")
+    response = make_client(script_name="/admin").get("/login/")
     assert response.status_code == 200
     assert "csrfmiddlewaretoken" in response.text
     assert 'href="/static/admin/' in response.text
+    assert 'action="/admin/login/"' in response.text
 
 
-def test_admin_session_login_works_under_a_prefix(make_client, owner):
+def test_admin_session_login_works_at_its_mount(make_client, owner):
     from django.contrib.auth import get_user_model
 
     get_user_model().objects.create_superuser(owner, password="correct horse battery")
-    admin = make_client()
-    login = admin.get("/admin/login/")
+    admin = make_client(script_name="/admin")
+    login = admin.get("/login/")
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login.text).group(1)
 
     response = admin.post(
-        "/admin/login/?next=/v2/admin/",
-        data={"csrfmiddlewaretoken": token, "username": owner, "password": "correct horse battery", "next": "/v2/admin/"},
+        "/login/?next=/admin/",
+        data={"csrfmiddlewaretoken": token, "username": owner, "password": "correct horse battery", "next": "/admin/"},
     )
 
     assert response.status_code == 302
-    assert response.headers["location"] == "/v2/admin/"
-    assert admin.get("/admin/todos/todo/").status_code == 200
+    assert response.headers["location"] == "/admin/"
+    assert admin.get("/todos/todo/").status_code == 200
+
+
+@pytest.mark.parametrize("script_name", ["/v2", "", "/v1"])
+def test_the_admin_is_not_served_under_any_other_mount(make_client, script_name):
+    """Only the admin's own mount serves it: /v2/admin/ (under /v2's policy) is the API's JSON 404."""
+    for path in ("/admin/", "/admin/login/", "/login/"):
+        response = make_client(script_name=script_name).get(path)
+        assert response.status_code == 404, (script_name, path)
+        assert response.json()["error"]["code"] == "not_found"
 
 
 def test_a_write_is_not_blocked_by_a_reader_of_the_embedded_database(client):

@@ -28,7 +28,7 @@ packages = ["rest_framework", "django.contrib.admin"]
 name = "django-admin"
 prefix = "/admin"
 backend = "django"
-strip_prefix = false
+strip_prefix = true
 auth = "none"
 
 [[routes]]
