@@ -132,8 +132,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load(path)
     if config is None:
         return 1
-    for warning in run_warnings(config, args.workers):
-        print(f"warning: {warning}", file=sys.stderr)
+    for warning in run_warnings(config, args.workers):  # a JSON line, like every line the server writes
+        print(logs.JSONFormatter().line("stackgate", f"warning: {warning}", {}, level="warning"), file=sys.stderr)
     os.environ["STACKGATE_CONFIG"] = path
     os.environ["STACKGATE_LOG_LEVEL"] = args.log_level
     os.environ.pop("SCRIPT_NAME", None)  # a2wsgi would apply it to every mount
