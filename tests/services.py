@@ -184,3 +184,28 @@ def base_env(**extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SCRIPT_NAME", "STACKGATE_CONFIG")}
     env.update(extra)
     return env
+
+
+@dataclass
+class ProcessInfo:
+    pid: int
+    ppid: int
+    state: str  # "Z": exited, not collected by its parent (<defunct>)
+    cmdline: str
+
+
+def session_processes(session: int) -> list[ProcessInfo]:
+    """The processes of ``session`` (a ``GatewayProcess`` leads its own), read from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:  # gone meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state ppid pgrp session ...
+        if int(fields[3]) == session:
+            found.append(ProcessInfo(int(entry.name), int(fields[1]), fields[0], cmdline))
+    return found
