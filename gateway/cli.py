@@ -157,14 +157,77 @@ def cmd_run(args: argparse.Namespace) -> int:
         http="gateway.server:HttpProtocol",
         timeout_graceful_shutdown=args.graceful_timeout,
     )
-    if args.workers > 1:
-        from gateway import supervisor
+    from gateway import supervisor
 
-        supervisor.serve(uvicorn.Config("gateway.asgi:app", **settings))
-    else:
-        uvicorn.run("gateway.asgi:app", **settings)
+    with supervisor.pid_file(args.pid_file):
+        if args.workers > 1:
+            supervisor.serve(uvicorn.Config("gateway.asgi:app", **settings))
+        else:
+            supervisor.restart_unavailable()
+            uvicorn.run("gateway.asgi:app", **settings)
     if metrics_dir:
         shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0
+
+
+def _signal_disposition(pid: int, signum: int) -> Optional[str]:
+    """``"caught"``, ``"ignored"`` or ``"default"`` for signal ``signum`` in process ``pid``
+    (Linux's /proc; None where unknown)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    masks = {line.split(":")[0]: int(line.split()[1], 16) for line in status.splitlines() if line.startswith(("SigCgt:", "SigIgn:"))}
+    if len(masks) < 2:
+        return None
+    bit = 1 << (signum - 1)
+    return "caught" if masks["SigCgt"] & bit else "ignored" if masks["SigIgn"] & bit else "default"
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    """``restart``: ask a running ``stackgate run --workers N`` to replace its workers one at a time."""
+    from gateway.supervisor import RESTART_SIGNAL
+
+    pid = args.pid
+    if pid is None:
+        try:
+            text = Path(args.pid_file).read_text().strip()
+        except OSError as exc:
+            print(f"{args.pid_file}: cannot read the pid file: {exc.strerror or exc} (stackgate run --pid-file writes it)", file=sys.stderr)
+            return 1
+        if not text.isdigit():
+            print(f'{args.pid_file}: holds "{text[:40]}", not a process id', file=sys.stderr)
+            return 1
+        pid = int(text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        print(f"no process {pid}: is the gateway running?", file=sys.stderr)
+        return 1
+    except PermissionError:
+        pass  # it exists; the signal itself says whether it may be sent
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:  # no /proc here: the signal is sent as asked
+        argv = None
+    if argv is not None and not (b"run" in argv and any(b"stackgate" in arg or b"gateway" in arg for arg in argv)):
+        print(f"process {pid} is not stackgate run: {b' '.join(argv).decode(errors='replace')[:100]}", file=sys.stderr)
+        return 1
+    disposition = _signal_disposition(pid, RESTART_SIGNAL)
+    if disposition in ("ignored", "default"):
+        why = "it runs one worker" if disposition == "ignored" else "it is not stackgate run"
+        print(
+            f"process {pid} does not take {RESTART_SIGNAL.name} ({why}): a rolling restart needs the supervisor of "
+            "stackgate run --workers 2 or more; with one worker, restart the process",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        os.kill(pid, RESTART_SIGNAL)
+    except PermissionError:
+        print(f"not allowed to signal process {pid}: run as its user", file=sys.stderr)
+        return 1
+    print(f"rolling restart requested ({RESTART_SIGNAL.name} to {pid}): progress in its log and at /_stackgate/status (workers)")
     return 0
 
 
@@ -175,6 +238,7 @@ VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
     "migrate": cmd_migrate,
     "keys": cmd_keys,
     "password": cmd_password,
+    "restart": cmd_restart,
 }
 
 
@@ -189,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=1, help="worker processes (use Redis throttling for more than one)")
     run.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     run.add_argument("--graceful-timeout", type=int, default=30, help="seconds in-flight requests get at shutdown")
+    run.add_argument("--pid-file", help="write this process's id there (for stackgate restart, SIGHUP), removed at exit")
 
     check = verbs.add_parser("check", help="validate a config file; exit 0 when valid")
     check.add_argument("config", nargs="?", default=DEFAULT_PATH)
@@ -206,6 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     password = verbs.add_parser("password", help="hash a password (stdin, or a prompt) for config.toml")
     password.add_argument("consumer", type=_consumer_name, help="the consumer the password is for")
+
+    restart = verbs.add_parser("restart", help="replace the workers of stackgate run --workers N one at a time")
+    target = restart.add_mutually_exclusive_group(required=True)
+    target.add_argument("--pid-file", help="the file stackgate run --pid-file wrote")
+    target.add_argument("--pid", type=int, help="the process id of stackgate run (its supervisor)")
     return parser
 
 

@@ -132,6 +132,7 @@ class GatewayProcess:
     proc: Optional[subprocess.Popen] = None
     log_path: Optional[Path] = None
     log_dir: Optional[Path] = None  # default: beside the config
+    args: list = field(default_factory=list)  # more options for stackgate run
 
     @property
     def url(self) -> str:
@@ -157,7 +158,7 @@ class GatewayProcess:
         self.log_path = (self.log_dir or self.config_path.parent) / f"{self.config_path.stem}.{self.port}.log"
         log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "run", "--config", str(self.config_path), "--port", str(self.port), "--workers", str(self.workers)],
+            [sys.executable, "-m", "gateway", "run", "--config", str(self.config_path), "--port", str(self.port), "--workers", str(self.workers), *self.args],
             cwd=ROOT,
             env=self.env,
             stdout=log,
