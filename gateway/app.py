@@ -193,7 +193,7 @@ class Gateway:
                     self._refreeze.cancel()
                 shadow = self.runtime.get("shadow_process")
                 if shadow is not None:
-                    shadow.close()
+                    await shadow.aclose()
                 for backend in self.backends.values():
                     await backend.shutdown()
                 limiter = self.runtime.get("throttle")

@@ -284,8 +284,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load(path)
     if config is None:
         return 1
-    for warning in run_warnings(config, args.workers):
-        print(f"warning: {warning}", file=sys.stderr)
+    for warning in run_warnings(config, args.workers):  # a JSON line, like every line the server writes
+        print(logs.JSONFormatter().line("stackgate", f"warning: {warning}", {}, level="warning"), file=sys.stderr)
     os.environ["STACKGATE_CONFIG"] = path
     os.environ["STACKGATE_LOG_LEVEL"] = args.log_level
     if args.allow_insecure:
@@ -311,28 +311,91 @@ def cmd_run(args: argparse.Namespace) -> int:
         http="gateway.server:HttpProtocol",
         timeout_graceful_shutdown=args.graceful_timeout,
     )
+    from gateway import supervisor
+
     status = 0
     try:
-        if args.workers > 1:
-            from gateway import supervisor
-
-            status = supervisor.serve(uvicorn.Config("gateway.asgi:app", **settings)) or 0
-        else:
-            # Bound before the app starts, so that its bootstrap checks know the address
-            # and a refusal stops it before anything is served (gateway.bootstrap).
-            server = uvicorn.Server(uvicorn.Config("gateway.asgi:app", **settings))
-            sock = server.config.bind_socket()
-            try:
-                server.run(sockets=[sock])
-            finally:
-                sock.close()
-            status = 0 if server.started else bootstrap.EXIT_REFUSED
+        with supervisor.pid_file(args.pid_file):
+            if args.workers > 1:
+                status = supervisor.serve(uvicorn.Config("gateway.asgi:app", **settings)) or 0
+            else:
+                supervisor.restart_unavailable()
+                # Bound before the app starts, so that its bootstrap checks know the address
+                # and a refusal stops it before anything is served (gateway.bootstrap).
+                server = uvicorn.Server(uvicorn.Config("gateway.asgi:app", **settings))
+                sock = server.config.bind_socket()
+                try:
+                    server.run(sockets=[sock])
+                finally:
+                    sock.close()
+                status = 0 if server.started else bootstrap.EXIT_REFUSED
     except KeyboardInterrupt:
         pass
     finally:
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     return status
+
+
+def _signal_disposition(pid: int, signum: int) -> Optional[str]:
+    """``"caught"``, ``"ignored"`` or ``"default"`` for signal ``signum`` in process ``pid``
+    (Linux's /proc; None where unknown)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    masks = {line.split(":")[0]: int(line.split()[1], 16) for line in status.splitlines() if line.startswith(("SigCgt:", "SigIgn:"))}
+    if len(masks) < 2:
+        return None
+    bit = 1 << (signum - 1)
+    return "caught" if masks["SigCgt"] & bit else "ignored" if masks["SigIgn"] & bit else "default"
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    """``restart``: ask a running ``stackgate run --workers N`` to replace its workers one at a time."""
+    from gateway.supervisor import RESTART_SIGNAL
+
+    pid = args.pid
+    if pid is None:
+        try:
+            text = Path(args.pid_file).read_text().strip()
+        except OSError as exc:
+            print(f"{args.pid_file}: cannot read the pid file: {exc.strerror or exc} (stackgate run --pid-file writes it)", file=sys.stderr)
+            return 1
+        if not text.isdigit():
+            print(f'{args.pid_file}: holds "{text[:40]}", not a process id', file=sys.stderr)
+            return 1
+        pid = int(text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        print(f"no process {pid}: is the gateway running?", file=sys.stderr)
+        return 1
+    except PermissionError:
+        pass  # it exists; the signal itself says whether it may be sent
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:  # no /proc here: the signal is sent as asked
+        argv = None
+    if argv is not None and not (b"run" in argv and any(b"stackgate" in arg or b"gateway" in arg for arg in argv)):
+        print(f"process {pid} is not stackgate run: {b' '.join(argv).decode(errors='replace')[:100]}", file=sys.stderr)
+        return 1
+    disposition = _signal_disposition(pid, RESTART_SIGNAL)
+    if disposition in ("ignored", "default"):
+        why = "it runs one worker" if disposition == "ignored" else "it is not stackgate run"
+        print(
+            f"process {pid} does not take {RESTART_SIGNAL.name} ({why}): a rolling restart needs the supervisor of "
+            "stackgate run --workers 2 or more; with one worker, restart the process",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        os.kill(pid, RESTART_SIGNAL)
+    except PermissionError:
+        print(f"not allowed to signal process {pid}: run as its user", file=sys.stderr)
+        return 1
+    print(f"rolling restart requested ({RESTART_SIGNAL.name} to {pid}): progress in its log and at /_stackgate/status (workers)")
+    return 0
 
 
 VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -343,6 +406,7 @@ VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
     "keys": cmd_keys,
     "password": cmd_password,
     "createsuperuser": cmd_createsuperuser,
+    "restart": cmd_restart,
 }
 
 
@@ -360,6 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--graceful-timeout", type=int, default=30, help="seconds in-flight requests get at shutdown")
     run.add_argument("--allow-insecure", action="store_true",
                      help="serve beyond loopback despite insecure settings (same as STACKGATE_ALLOW_INSECURE=1; logged at every start)")
+    run.add_argument("--pid-file", help="write this process's id there (for stackgate restart, SIGHUP), removed at exit")
 
     check = verbs.add_parser("check", help="validate a config file and import its backends' apps; exit 0 when valid")
     check.add_argument("config", nargs="?", default=DEFAULT_PATH)
@@ -390,6 +455,10 @@ def build_parser() -> argparse.ArgumentParser:
     superuser.add_argument("--email", help="the user's email address")
     superuser.add_argument("--noinput", "--no-input", action="store_true",
                            help="ask nothing: the password comes from DJANGO_SUPERUSER_PASSWORD")
+    restart = verbs.add_parser("restart", help="replace the workers of stackgate run --workers N one at a time")
+    target = restart.add_mutually_exclusive_group(required=True)
+    target.add_argument("--pid-file", help="the file stackgate run --pid-file wrote")
+    target.add_argument("--pid", type=int, help="the process id of stackgate run (its supervisor)")
     return parser
 
 

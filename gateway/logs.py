@@ -202,6 +202,16 @@ def flush() -> None:
         handler.flush()
 
 
+def last_resort_json() -> None:
+    """What a library logs where no handler is set up (asyncio's own errors, say), and Python's
+    warnings, go to stderr as JSON lines too: ``logging.lastResort`` wrote them as plain text."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JSONFormatter())
+    handler.setLevel(logging.WARNING)
+    logging.lastResort = handler
+    logging.captureWarnings(True)
+
+
 def setup(level: str = "info", access: bool = True) -> None:
     # Where in the source a record came from, and thread/process names, are never logged.
     logging._srcfile = None  # type: ignore[attr-defined]
@@ -216,3 +226,4 @@ def setup(level: str = "info", access: bool = True) -> None:
     root.setLevel(level.upper())
     root.propagate = False
     logging.getLogger("stackgate.access").setLevel(logging.INFO if access else logging.WARNING)
+    last_resort_json()

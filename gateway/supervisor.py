@@ -1,4 +1,4 @@
-"""``stackgate run --workers N``: uvicorn's supervisor, with two changes.
+"""``stackgate run --workers N``: uvicorn's supervisor, with three changes.
 
 - **One listening socket per worker**, all bound to the same address with
   ``SO_REUSEPORT``: the kernel spreads new connections over the workers. With
@@ -15,22 +15,79 @@
   as with one worker) instead of replacing every worker, which would skip
   the check, never report an invalid file at ``/_stackgate/status`` and drop
   in-memory throttle counters.
+- **SIGUSR2 replaces the workers one at a time** (``stackgate restart``), for
+  what a reload cannot apply (a backend's ``threads``, its ``app``): the
+  config is checked first; the new worker serves the old one's socket and
+  must be ready before the old one is told to drain. A draining worker
+  accepts nothing more (the socket stays open in the supervisor and the new
+  worker, so nothing queued is lost), answers every further request with
+  ``Connection: close`` and stops once its connections have closed (idle
+  ones at the keep-alive timeout) or ``--graceful-timeout`` has passed. The
+  supervisor itself never restarts. Progress is shared with the workers
+  (``STATUS``) and shown at ``/_stackgate/status``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import logging
+import multiprocessing
 import os
 import signal
 import socket
-from typing import Optional
+import time
+from pathlib import Path
+from typing import Any, Iterator, Optional
 
 from uvicorn.config import STARTUP_FAILURE, Config
+from uvicorn.server import Server
 from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
 from gateway import balance
 
 logger = logging.getLogger("uvicorn.error")
+
+RESTART_SIGNAL = signal.SIGUSR2
+"""Sent to the supervisor (``stackgate restart``): replace the workers one at a time."""
+READY_TIMEOUT = 120.0
+"""Seconds a new worker may take to import the stacks and start serving before a restart gives up."""
+STOP_SLACK = 30.0
+"""Seconds beyond its graceful timeouts a draining worker may take to exit before it is killed."""
+_SPAWN = multiprocessing.get_context("spawn")
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+class SharedStatus:
+    """The supervisor's view of its workers, as a small JSON document the workers can read."""
+
+    SIZE = 8192
+
+    def __init__(self) -> None:
+        self.data = _SPAWN.Array("c", self.SIZE)
+
+    def publish(self, status: dict[str, Any]) -> None:
+        raw = json.dumps(status, separators=(",", ":")).encode()[: self.SIZE - 1]
+        with self.data.get_lock():
+            self.data.raw = raw + b"\0" * (self.SIZE - len(raw))
+
+    def read(self) -> dict[str, Any]:
+        with self.data.get_lock():
+            raw = self.data.value
+        return json.loads(raw) if raw else {}
+
+
+STATUS: Optional[SharedStatus] = None
+"""In a worker of ``stackgate run --workers N``: the supervisor's status (None otherwise)."""
+
+
+def workers_status() -> Optional[dict[str, Any]]:
+    """What ``/_stackgate/status`` shows under ``workers``: None when no supervisor runs this process."""
+    return STATUS.read() if STATUS is not None else None
 
 
 def listening_sockets(host: str, port: int, count: int, backlog: int = 2048) -> list[socket.socket]:
@@ -59,35 +116,109 @@ def listening_sockets(host: str, port: int, count: int, backlog: int = 2048) -> 
     return sockets
 
 
+class WorkerServer(Server):
+    """uvicorn's server, which drains before its shutdown when the supervisor replaces it.
+
+    Uses uvicorn internals, kept here: ``servers`` (the listeners),
+    ``server_state`` (its connections and the headers every response gets)
+    and each connection's ``cycle`` (its request in progress);
+    tests/e2e/test_workers_restart.py fails if one of them changes.
+    """
+
+    def __init__(self, config: Config, draining: Any) -> None:
+        super().__init__(config)
+        self.draining = draining
+
+    async def shutdown(self, sockets: Optional[list[socket.socket]] = None) -> None:
+        if self.draining.value:
+            await self.drain()
+        await super().shutdown(sockets)
+
+    async def drain(self) -> None:
+        """Accept nothing more, answer every further request with ``Connection: close`` (so the
+        client reconnects, to the new worker), and wait until the connections have closed."""
+        for server in self.servers:
+            server.close()  # this process's copy only: the supervisor and the new worker keep the socket
+        state = self.server_state
+        connections = len(state.connections)
+        state.default_headers = [*state.default_headers, (b"connection", b"close")]  # for every request from now on
+        for connection in list(state.connections):
+            cycle = getattr(connection, "cycle", None)
+            if cycle is not None and not cycle.response_started:
+                cycle.keep_alive = False  # began before: its head is not written yet, so it says close
+        logger.info(f"Draining {connections} connection(s) before stopping.")
+        timeout = self.config.timeout_graceful_shutdown
+        deadline = time.monotonic() + (timeout if timeout is not None else STOP_SLACK)
+        while state.connections and time.monotonic() < deadline and not self.force_exit:
+            await asyncio.sleep(0.05)
+
+
 class Worker(Process):
-    def __init__(self, config: Config, sockets: list[socket.socket], loads: balance.Loads, index: int) -> None:
+    def __init__(self, config: Config, sockets: list[socket.socket], loads: balance.Loads, slot: int, status: SharedStatus) -> None:
         self.loads = loads
-        self.index = index
+        self.slot = slot
+        self.status = status
+        self.draining = _SPAWN.RawValue("b", 0)
+        self._worker_server: Optional[WorkerServer] = None
         super().__init__(config, sockets)
 
+    @property
+    def server(self) -> Server:
+        if self._worker_server is None:
+            self._worker_server = WorkerServer(self.config, self.draining)
+        return self._worker_server
+
     def target(self, sockets: Optional[list[socket.socket]] = None) -> None:  # pragma: no cover - in the worker
+        global STATUS
         # Until the worker's reloader takes SIGHUP over (in its lifespan), a SIGHUP sent to it
-        # directly (``pkill -HUP``) must not end it while it imports the stacks.
+        # directly (``pkill -HUP``) must not end it while it imports the stacks; nor SIGUSR2.
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        balance.install(self.loads, self.index)
+        signal.signal(RESTART_SIGNAL, signal.SIG_IGN)
+        STATUS = self.status
+        balance.install(self.loads, self.slot)
         super().target(sockets)
+
+    def drain(self) -> None:
+        """Stop after the connections in progress (``WorkerServer.drain``), not at once."""
+        self.draining.value = 1
+        self.terminate()
 
 
 class Supervisor(Multiprocess):
-    """Worker ``i`` always serves ``sockets[i]``, publishes its connections in slot ``i`` of
-    ``loads``, and is replaced on the same socket if it dies."""
+    """Worker ``i`` always serves ``sockets[i]`` and is replaced on the same socket (when it dies,
+    and on SIGUSR2). A worker publishes its connections in its own slot of ``loads``: two per
+    socket, so that a replacement and the worker it replaces are counted apart."""
 
     def __init__(self, config: Config, sockets: list[socket.socket]) -> None:
         super().__init__(config, sockets=sockets)
-        self.loads = balance.Loads(self.processes_num)
+        self.loads = balance.Loads(2 * self.processes_num)
+        self.slots = list(range(self.processes_num))
+        self.status = SharedStatus()
+        self.generation = 1
+        self.restarting = False
+        self.last_restart: Optional[dict[str, Any]] = None
 
-    def spawn(self, index: int) -> Process:
-        process = Worker(self.config, [self.sockets[index]], self.loads, index)
+    def spawn(self, index: int, slot: Optional[int] = None) -> Worker:
+        process = Worker(self.config, [self.sockets[index]], self.loads, self.slots[index] if slot is None else slot, self.status)
         process.start()
         return process
 
     def init_processes(self) -> None:
         self.processes = [self.spawn(index) for index in range(self.processes_num)]
+        self.publish()
+
+    def publish(self) -> None:
+        self.status.publish(
+            {
+                "supervisor": os.getpid(),
+                "count": self.processes_num,
+                "pids": [process.pid for process in self.processes],
+                "generation": self.generation,
+                "restarting": self.restarting,
+                "restart_signal": RESTART_SIGNAL.name,
+                "last_restart": self.last_restart,
+            }
+        )
 
     def keep_subprocess_alive(self) -> None:
         if self.should_exit.is_set():
@@ -97,7 +228,7 @@ class Supervisor(Multiprocess):
                 continue
             process.kill()
             process.join()
-            self.loads[index] = balance.STOPPED  # its connections are gone with it
+            self.loads[self.slots[index]] = balance.STOPPED  # its connections are gone with it
             if process.exitcode == STARTUP_FAILURE:
                 logger.error(f"Child process [{process.pid}] failed to start, stopping the parent process.")
                 self.should_exit.set()
@@ -106,6 +237,7 @@ class Supervisor(Multiprocess):
                 return
             logger.info(f"Child process [{process.pid}] died")
             self.processes[index] = self.spawn(index)
+            self.publish()
 
     def handle_hup(self) -> None:
         logger.info("Received SIGHUP, reloading the config of every worker.")
@@ -115,11 +247,122 @@ class Supervisor(Multiprocess):
             if process.pid is not None and process.is_ready(timeout=1):
                 os.kill(process.pid, signal.SIGHUP)
 
+    def handle_usr2(self) -> None:
+        logger.info(f"Received {RESTART_SIGNAL.name}, replacing the workers one at a time.")
+        self.rolling_restart()
+
+    def rolling_restart(self) -> None:
+        """Replace each worker in turn: its replacement serves before it drains and stops."""
+        started = _now()
+        problems = self._config_problems()
+        if problems:
+            self._restart_done(started, False, "not restarted: the config file has problems; the workers keep serving", problems)
+            return
+        self.restarting = True
+        self.publish()
+        replaced = 0
+        try:
+            for index in range(len(self.processes)):
+                message = self._replace(index)
+                if message is not None:
+                    self._restart_done(started, False, f"stopped after {replaced} of {len(self.processes)} workers: {message}")
+                    return
+                replaced += 1
+                self.publish()
+        finally:
+            self.restarting = False
+        self.generation += 1
+        self._restart_done(started, True, f"replaced {replaced} workers")
+
+    def _replace(self, index: int) -> Optional[str]:
+        """Replace worker ``index``; None when done, else why not (the old worker keeps serving)."""
+        old = self.processes[index]
+        slot = self.slots[index] + self.processes_num if self.slots[index] < self.processes_num else self.slots[index] - self.processes_num
+        new = self.spawn(index, slot)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not new.is_ready(timeout=1):
+            if self._stop_requested() or not new.process.is_alive() or time.monotonic() > deadline:
+                new.kill()
+                new.join()
+                self.loads[slot] = balance.STOPPED
+                if self._stop_requested():
+                    return "the supervisor is stopping"
+                return f"the new worker [{new.pid}] did not start serving (exit code {new.exitcode}); worker [{old.pid}] keeps serving"
+            time.sleep(0.1)
+        logger.info(f"Worker [{new.pid}] serves; draining worker [{old.pid}].")
+        self.processes[index], self.slots[index] = new, slot
+        old_slot = slot + self.processes_num if slot < self.processes_num else slot - self.processes_num
+        old.drain()
+        # The drain, then uvicorn's own shutdown, may each take up to --graceful-timeout.
+        stop_by = time.monotonic() + 2 * (self.config.timeout_graceful_shutdown or 0) + STOP_SLACK
+        while old.process.is_alive() and time.monotonic() < stop_by:
+            old.process.join(0.1)
+        if old.process.is_alive():
+            logger.warning(f"Worker [{old.pid}] did not stop in time; killing it.")
+            old.kill()
+        old.process.join()
+        self.loads[old_slot] = balance.STOPPED
+        return None
+
+    def _stop_requested(self) -> bool:
+        return any(sig in (signal.SIGINT, signal.SIGTERM) for sig in self.signal_queue)
+
+    def _config_problems(self) -> list[str]:
+        """What a new worker would refuse in the config file (it reads the same one)."""
+        from gateway.config import ConfigError, load_config
+
+        try:
+            load_config()
+        except ConfigError as exc:
+            return exc.problems
+        return []
+
+    def _restart_done(self, started: str, ok: bool, message: str, problems: Optional[list[str]] = None) -> None:
+        self.last_restart = {"ok": ok, "started": started, "finished": _now(), "message": message, "problems": problems or []}
+        self.publish()
+        if ok:
+            logger.info(f"Rolling restart: {message}.", extra={"generation": self.generation})
+        else:
+            logger.error(f"Rolling restart {message}.", extra={"problems": problems or []})
+
     def handle_ttin(self) -> None:
         logger.warning("SIGTTIN ignored: the worker count is fixed by --workers (one socket each).")
 
     def handle_ttou(self) -> None:
         logger.warning("SIGTTOU ignored: the worker count is fixed by --workers (one socket each).")
+
+
+@contextlib.contextmanager
+def pid_file(path: Optional[str]) -> Iterator[None]:
+    """``stackgate run --pid-file``: this process's id in ``path`` while it serves.
+
+    Removed at the end, also when one worker ends itself with the signal it
+    received (uvicorn re-raises it once it has stopped): the signal's handler
+    here removes the file first.
+    """
+    if not path:
+        yield
+        return
+    target = Path(path)
+    target.write_text(f"{os.getpid()}\n")
+
+    def remove_then_end(signum: int, frame: Any) -> None:
+        target.unlink(missing_ok=True)
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, remove_then_end)
+    try:
+        yield
+    finally:
+        target.unlink(missing_ok=True)
+
+
+def restart_unavailable() -> None:
+    """One worker, no supervisor: SIGUSR2 is ignored (by default it would end the process), and
+    ``stackgate restart`` sees that it is and says why."""
+    signal.signal(RESTART_SIGNAL, signal.SIG_IGN)
 
 
 def serve(config: Config) -> int:

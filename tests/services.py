@@ -132,6 +132,7 @@ class GatewayProcess:
     proc: Optional[subprocess.Popen] = None
     log_path: Optional[Path] = None
     log_dir: Optional[Path] = None  # default: beside the config
+    args: list = field(default_factory=list)  # more options for stackgate run
 
     @property
     def url(self) -> str:
@@ -157,7 +158,7 @@ class GatewayProcess:
         self.log_path = (self.log_dir or self.config_path.parent) / f"{self.config_path.stem}.{self.port}.log"
         log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "run", "--config", str(self.config_path), "--port", str(self.port), "--workers", str(self.workers)],
+            [sys.executable, "-m", "gateway", "run", "--config", str(self.config_path), "--port", str(self.port), "--workers", str(self.workers), *self.args],
             cwd=ROOT,
             env=self.env,
             stdout=log,
@@ -184,3 +185,28 @@ def base_env(**extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SCRIPT_NAME", "STACKGATE_CONFIG")}
     env.update(extra)
     return env
+
+
+@dataclass
+class ProcessInfo:
+    pid: int
+    ppid: int
+    state: str  # "Z": exited, not collected by its parent (<defunct>)
+    cmdline: str
+
+
+def session_processes(session: int) -> list[ProcessInfo]:
+    """The processes of ``session`` (a ``GatewayProcess`` leads its own), read from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:  # gone meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state ppid pgrp session ...
+        if int(fields[3]) == session:
+            found.append(ProcessInfo(int(entry.name), int(fields[1]), fields[0], cmdline))
+    return found

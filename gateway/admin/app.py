@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
-from gateway import metrics
+from gateway import metrics, supervisor
 from gateway.admin.openapi import document_bytes
 from gateway.admin.series import TrafficSeries
 from gateway.errors import GatewayError
@@ -55,6 +55,15 @@ async def send_bytes(send: Send, status: int, body: bytes, content_type: bytes, 
 
 async def send_json(send: Send, status: int, data: Any, headers: list[tuple[bytes, bytes]] = ()) -> None:
     await send_bytes(send, status, json.dumps(data, separators=(",", ":")).encode(), b"application/json", headers)
+
+
+def workers_status() -> dict[str, Any]:
+    """The worker processes: with ``--workers N``, the supervisor's view (rolling restarts included)."""
+    status = supervisor.workers_status()
+    if status is not None:
+        return status
+    return {"supervisor": None, "count": 1, "pids": [os.getpid()], "generation": 1, "restarting": False,
+            "restart_signal": None, "last_restart": None}
 
 
 class AdminApp:
@@ -103,7 +112,7 @@ class AdminApp:
         await send_bytes(send, 200, document_bytes(self.gateway.state.config), b"application/json")
 
     async def status(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send_json(send, 200, self.gateway.status())
+        await send_json(send, 200, {**self.gateway.status(), "workers": workers_status()})
 
     async def mirror(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send_json(send, 200, self.gateway.mirror_stats())

@@ -18,7 +18,11 @@ The channel is one Unix socket with length-prefixed pickles, read by the
 event loop itself: no executor, no feeder or result threads taking the GIL.
 The process is started with the gateway (``warm``) so that the first copies
 do not wait for the stacks to import, and replaced when it dies (after a
-pause that doubles, up to a minute, while it keeps dying young).
+pause that doubles, up to a minute, while it keeps dying young). However
+many callers ask for it at once, one process starts; every process that
+ends is collected (never left ``<defunct>``), and the gateway's shutdown
+waits for it (``aclose``). What it writes to the shared stderr is JSON lines,
+and a closed channel ends it quietly.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import json
 import logging
 import os
 import pickle
+import select
 import signal
 import socket
 import subprocess
@@ -41,6 +46,9 @@ from gateway.policies.compare import Answer, content_type, outcome
 logger = logging.getLogger("stackgate.mirror")
 
 _UNPICKLABLE = ("asgi.scope", "wsgi.input", "wsgi.errors")
+REAP_TIMEOUT = 5.0
+"""Seconds a shadow process whose channel closed may take to finish its copy and exit."""
+
 _READY = 0  # the sequence number of the frame that says the apps are loaded
 _BOOT = "import json, sys; a = json.loads(sys.argv[1]); sys.path[:0] = a['path']; from gateway.policies.shadow_process import main; main(a['apps'], int(sys.argv[2]))"
 
@@ -90,7 +98,9 @@ def _read_frame(stream: Any) -> Any:
     head = stream.read(4)
     if len(head) < 4:
         return None
-    return pickle.loads(stream.read(int.from_bytes(head, "big")))
+    size = int.from_bytes(head, "big")
+    payload = stream.read(size)
+    return pickle.loads(payload) if len(payload) == size else None
 
 
 def _write_frame(stream: Any, value: Any) -> None:
@@ -99,11 +109,30 @@ def _write_frame(stream: Any, value: Any) -> None:
     stream.flush()
 
 
+def _rest(channel: socket.socket, seconds: float) -> bool:
+    """Sleep ``seconds``; False at once if the gateway closes the channel meanwhile (it is stopping)."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if select.select([channel], [], [], left)[0]:
+            try:
+                if channel.recv(1, socket.MSG_PEEK) == b"":
+                    return False
+            except OSError:
+                return False
+            time.sleep(max(deadline - time.monotonic(), 0))  # a copy waits: it keeps until the rest is over
+            break
+    return True
+
+
 def main(apps: dict[str, str], fd: int) -> None:
     """The shadow process: load the apps, then run copies until the gateway closes the socket."""
     # The gateway ends this process by closing the socket, after its own in-flight requests.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # It shares the gateway's stderr, whose every line is JSON: what the apps log (or warn) too.
+    from gateway import logs
+
+    logs.last_resort_json()
     try:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # Linux: only what no one else wants
     except (AttributeError, OSError):  # pragma: no cover - elsewhere, the lowest nice level
@@ -114,23 +143,30 @@ def main(apps: dict[str, str], fd: int) -> None:
     from gateway.backends.base import load_app
 
     for name, target in apps.items():
-        _APPS[name] = load_app(target)
+        try:
+            _APPS[name] = load_app(target)
+        except Exception:  # the gateway reports that the process did not start, and retries later
+            logger.exception("the shadow process cannot load %s (%s)", name, target)
+            sys.exit(1)
     channel = socket.socket(fileno=fd)
     rfile, wfile = channel.makefile("rb"), channel.makefile("wb")
-    _write_frame(wfile, (_READY, None))
-    while (frame := _read_frame(rfile)) is not None:
-        seq, duty_cycle, job = frame
-        started = time.perf_counter()
-        try:
-            outcome = _run(*job)
-        except Exception as exc:  # the app failed on the copy: reported, the process goes on
-            outcome = ("error", repr(exc))
-        _write_frame(wfile, (seq, outcome))
-        # Rest so that copies run at most duty_cycle of the time: even at the lowest priority a
-        # copy running beside a client's request slows it (shared caches, a shared host).
-        rest = (time.perf_counter() - started) * (1 / duty_cycle - 1)
-        if rest > 0:
-            time.sleep(rest)
+    try:
+        _write_frame(wfile, (_READY, None))
+        while (frame := _read_frame(rfile)) is not None:
+            seq, duty_cycle, job = frame
+            started = time.perf_counter()
+            try:
+                outcome = _run(*job)
+            except Exception as exc:  # the app failed on the copy: reported, the process goes on
+                outcome = ("error", repr(exc))
+            _write_frame(wfile, (seq, outcome))
+            # Rest so that copies run at most duty_cycle of the time: even at the lowest priority a
+            # copy running beside a client's request slows it (shared caches, a shared host).
+            rest = (time.perf_counter() - started) * (1 / duty_cycle - 1)
+            if rest > 0 and not _rest(channel, rest):
+                return
+    except OSError:  # the gateway closed the channel (it stops, or gave up on this process): done
+        return
 
 
 # -- in the gateway's process ------------------------------------------------
@@ -148,8 +184,10 @@ class ShadowProcess:
         self._retry_at = 0.0
         self._young_deaths = 0  # deaths in a row, each within a minute of its start
         self._closed = False
+        self._starting: Optional[asyncio.Task] = None
         self._warming: Optional[asyncio.Task] = None
         self._reading: Optional[asyncio.Task] = None
+        self._reaping: set[asyncio.Task] = set()
 
     @property
     def pid(self) -> Optional[int]:
@@ -162,18 +200,40 @@ class ShadowProcess:
             raise ShadowUnavailable("the shadow process is closed")
         if time.monotonic() < self._retry_at:
             raise ShadowUnavailable("the shadow process died; a new one starts shortly")
-        ours, theirs = socket.socketpair()
-        env = {k: v for k, v in os.environ.items() if k not in ("PROMETHEUS_MULTIPROC_DIR", "SCRIPT_NAME")}
-        argv = [sys.executable, "-c", _BOOT, json.dumps({"path": sys.path, "apps": self.apps}), str(theirs.fileno())]
+        # One start at a time: the lifespan's warm() and a first copy (or a reload's warm_soon())
+        # may both ask before the channel exists, and each must not start a process of its own.
+        if self._starting is None:
+            self._starting = asyncio.ensure_future(self._start())
+        return await asyncio.shield(self._starting)
+
+    async def _start(self) -> asyncio.StreamWriter:
         try:
-            self.proc = subprocess.Popen(argv, pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL)
+            ours, theirs = socket.socketpair()
+            env = {k: v for k, v in os.environ.items() if k not in ("PROMETHEUS_MULTIPROC_DIR", "SCRIPT_NAME")}
+            argv = [sys.executable, "-c", _BOOT, json.dumps({"path": sys.path, "apps": self.apps}), str(theirs.fileno())]
+            try:
+                proc = self.proc = subprocess.Popen(argv, pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL)
+            except BaseException:
+                ours.close()
+                raise
+            finally:
+                theirs.close()
+            try:
+                reader, writer = await asyncio.open_unix_connection(sock=ours)
+            except BaseException:
+                ours.close()
+                self._reap_soon(proc)
+                raise
+            if self._closed:  # closed while it started
+                writer.close()
+                self._reap_soon(proc)
+                raise ShadowUnavailable("the shadow process is closed")
+            self._writer = writer
+            self._ready = asyncio.get_running_loop().create_future()
+            self._reading = asyncio.ensure_future(self._read_results(reader, writer, proc, self._ready))
+            return writer
         finally:
-            theirs.close()
-        reader, writer = await asyncio.open_unix_connection(sock=ours)
-        self._writer = writer
-        self._ready = asyncio.get_running_loop().create_future()
-        self._reading = asyncio.ensure_future(self._read_results(reader, writer, self.proc, self._ready))
-        return writer
+            self._starting = None
 
     async def _read_results(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, proc: subprocess.Popen, ready: asyncio.Future) -> None:
         started = time.monotonic()
@@ -201,6 +261,7 @@ class ShadowProcess:
             ready.exception()  # retrieved: warm() may not be waiting
         self._fail_pending("the shadow process exited")
         writer.close()
+        self._reap_soon(proc)
 
     def _fail_pending(self, reason: str) -> None:
         pending, self._pending = self._pending, {}
@@ -241,7 +302,25 @@ class ShadowProcess:
             self._pending.pop(seq, None)
 
     def close(self) -> None:
-        """Close the channel: the process finishes the copy it runs, if any, and exits."""
+        """Close the channel: the process finishes the copy it runs, if any, and exits (``aclose``
+        also waits for that)."""
+        self._close_channel()
+        if self.proc is not None:
+            self._reap_soon(self.proc)
+
+    async def aclose(self, timeout: float = REAP_TIMEOUT) -> None:
+        """Close the channel and wait until the process has exited (killed after ``timeout``
+        seconds, a copy stuck in a stack) and is collected: the gateway's process never leaves
+        it running, nor ``<defunct>``."""
+        self._close_channel()
+        if self._starting is not None:  # a start under way hands its process to _reap_soon
+            await asyncio.wait([self._starting])
+        if self.proc is not None:
+            await _reaped(self.proc, timeout)
+        if self._reaping:
+            await asyncio.wait(self._reaping)
+
+    def _close_channel(self) -> None:
         self._closed = True
         writer, self._writer = self._writer, None
         if writer is not None:
@@ -250,21 +329,42 @@ class ShadowProcess:
             except RuntimeError:  # pragma: no cover - the event loop is already closed
                 pass
         self._fail_pending("the shadow process is closed")
-        if self._reading is not None:
-            self._reading.cancel()
-        proc = self.proc
-        if proc is not None and proc.poll() is None:
-            try:
-                asyncio.get_running_loop().call_later(10, _reap, proc)
-            except RuntimeError:
-                _reap(proc)
+        for task in (self._warming, self._reading):
+            if task is not None:
+                task.cancel()
+
+    def _reap_soon(self, proc: subprocess.Popen) -> None:
+        """Collect ``proc`` once it exits (killed if it runs on ``REAP_TIMEOUT`` s after its
+        channel closed, a copy stuck in a stack), so that it never stays ``<defunct>``."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop: wait here
+            _reap(proc, REAP_TIMEOUT)
+            return
+        if proc.poll() is not None:
+            return
+        task = loop.create_task(_reaped(proc, REAP_TIMEOUT))
+        self._reaping.add(task)
+        task.add_done_callback(self._reaping.discard)
 
 
-def _reap(proc: subprocess.Popen) -> None:
-    """End a closed shadow process that is still running (a copy stuck in a stack) and collect it."""
-    if proc.poll() is None:
+async def _reaped(proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+    finally:  # also when the event loop ends first: the process is not left behind
+        if proc.returncode is None:
+            _reap(proc, 0)
+
+
+def _reap(proc: subprocess.Popen, timeout: float) -> None:
+    """Wait up to ``timeout`` s for ``proc`` to exit, then kill it; collect it either way."""
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
         proc.kill()
         try:
-            proc.wait(1)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            pass
+            proc.wait(5)
+        except subprocess.TimeoutExpired:  # pragma: no cover - the kernel never ended it
+            logger.error("the shadow process (pid %s) did not end after SIGKILL", proc.pid)

@@ -140,3 +140,59 @@ async def test_a_copy_running_when_the_process_dies_fails_at_once():
                 raise AssertionError("the copy did not fail with its process")
     finally:
         process.close()
+
+
+def shadow_children() -> list[int]:
+    """This process's children that are shadow processes (running or <defunct>)."""
+    children = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2 :].split()[1]) == os.getpid() and "python" in stat:
+            children.append(int(entry))
+    return children
+
+
+async def test_callers_that_ask_before_it_runs_share_one_process():
+    """A reload's warm_soon(), the lifespan's warm() and a first copy can all ask while the process
+    starts: one process serves them all (two left one unread channel, a broken pipe and a zombie)."""
+    before = set(shadow_children())
+    process = ShadowProcess(APPS)
+    try:
+        process.warm_soon()
+        await asyncio.gather(process.warm(), process.run("recorder", ENVIRON, 1 << 20, answer(seen()), frozenset(), "flask"))
+        assert set(shadow_children()) - before == {process.pid}
+    finally:
+        await process.aclose()
+    assert set(shadow_children()) == before, "aclose() collects it"
+
+
+async def test_aclose_ends_a_process_stuck_in_a_copy_and_collects_it():
+    process = ShadowProcess({"slow": "tests.fixtures.wsgi_apps:slow"})
+    await process.warm()
+    proc = process.proc
+    running = asyncio.ensure_future(process.run("slow", dict(ENVIRON, QUERY_STRING="s=20"), 1 << 20, answer({}), frozenset(), "f"))
+    await asyncio.sleep(0.2)
+    started = time.monotonic()
+    await process.aclose(timeout=0.5)
+    assert time.monotonic() - started < 5
+    assert proc.returncode is not None, "killed and collected: never left <defunct>"
+    try:
+        await running
+    except ShadowUnavailable:
+        pass
+
+
+async def test_closing_it_while_it_loads_writes_no_traceback(capfd):
+    process = ShadowProcess(APPS)
+    process.warm_soon()
+    while process.proc is None:
+        await asyncio.sleep(0.001)
+    await process.aclose()
+    assert process.proc.returncode is not None
+    assert "Traceback" not in capfd.readouterr().err
