@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from gateway import headers as H
-from gateway import heap, logs, metrics, reload
+from gateway import logs, metrics, reload
+from gateway.edge import heap
 from gateway.admin import AdminApp
 from gateway.backends import build_backend
 from gateway.backends.wsgi import ClientDisconnected
@@ -34,7 +35,7 @@ from gateway.host import parse as parse_host
 from gateway.paths import BadPath, canonical_path, encode_path, valid_method
 from gateway.policies import Runtime, build_chain, versions
 from gateway.routing import ADMIN_PREFIX, MethodNotAllowed, NoRoute, Route, RouteTable
-from gateway.server import TWO_HOSTS
+from gateway.edge.protocol import TWO_HOSTS
 from gateway.types import Receive, Scope, Send
 
 logger = logging.getLogger("stackgate")
@@ -407,6 +408,6 @@ def create_app(config: Config, watch: bool = False, freeze_gc: bool = False) -> 
 
     ``watch`` reloads the config file when it changes (and on SIGHUP);
     ``freeze_gc`` freezes what startup loaded, and again what the first requests loaded
-    (``gateway.heap``), for a server process.
+    (``gateway.edge.heap``), for a server process.
     """
     return Gateway(config, watch=watch, freeze_gc=freeze_gc)

@@ -308,10 +308,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         log_config=logs.server_log_config(),  # and uvicorn's lines are JSON lines too
         log_level=args.log_level,
         lifespan="on",
-        http="gateway.server:HttpProtocol",
+        http="gateway.edge.protocol:HttpProtocol",
         timeout_graceful_shutdown=args.graceful_timeout,
     )
-    from gateway import supervisor
+    from gateway.edge import supervisor
 
     status = 0
     try:
@@ -353,7 +353,7 @@ def _signal_disposition(pid: int, signum: int) -> Optional[str]:
 
 def cmd_restart(args: argparse.Namespace) -> int:
     """``restart``: ask a running ``stackgate run --workers N`` to replace its workers one at a time."""
-    from gateway.supervisor import RESTART_SIGNAL
+    from gateway.edge.supervisor import RESTART_SIGNAL
 
     pid = args.pid
     if pid is None:

@@ -1,8 +1,8 @@
-"""Keep-alive connections evened out over the workers (gateway/balance.py)."""
+"""Keep-alive connections evened out over the workers (gateway/edge/balance.py)."""
 
 from __future__ import annotations
 
-from gateway.balance import INTERVAL, STOPPED, Balance, Loads
+from gateway.edge.balance import INTERVAL, STOPPED, Balance, Loads
 
 
 class Clock:

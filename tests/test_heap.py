@@ -1,10 +1,10 @@
-"""The cycle collector in a server process (gateway/heap.py)."""
+"""The cycle collector in a server process (gateway/edge/heap.py)."""
 
 from __future__ import annotations
 
 import asyncio
 
-from gateway.heap import Refreeze
+from gateway.edge.heap import Refreeze
 
 
 class Collector:

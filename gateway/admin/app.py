@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
-from gateway import metrics, supervisor
+from gateway import metrics
+from gateway.edge import supervisor
 from gateway.admin.openapi import document_bytes
 from gateway.admin.series import TrafficSeries
 from gateway.errors import GatewayError

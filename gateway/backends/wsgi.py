@@ -41,7 +41,7 @@ from gateway.backends.base import AppImportConfig, Backend, load_app
 from gateway.backends.pool import PROCESS_GATE, HotPool
 from gateway.errors import GatewayError
 from gateway.schema import ByteSize
-from gateway.server import BODY_STALLED, BODY_TIMEOUT
+from gateway.edge.protocol import BODY_STALLED, BODY_TIMEOUT
 from gateway.types import Receive, Scope, Send
 
 logger = logging.getLogger("stackgate.backends.wsgi")

@@ -5,7 +5,7 @@ background afterwards, as the same identity, and only for GET and HEAD (a
 write never runs twice). Statuses are compared, and bodies when both are JSON
 of one media type — as data, with ``mirror_ignore`` keys left out at any
 depth; any other pair is counted ``not_comparable`` and keeps nothing
-(``gateway.policies.compare``). Every mismatch is kept with a readable diff,
+(``gateway.shadow.compare``). Every mismatch is kept with a readable diff,
 capped in size (the last ``[split].mirror_keep`` per route). Mirroring
 pauses by itself while the other backend's pool is saturated, and at most
 ``IN_FLIGHT`` copies per route and backend are in flight at a time (more are
@@ -24,7 +24,7 @@ from typing import Any, Optional
 
 from gateway import metrics
 from gateway.backends.wsgi import make_environ
-from gateway.policies.compare import Answer, Mismatch, content_type, outcome
+from gateway.shadow.compare import Answer, Mismatch, content_type, outcome
 from gateway.types import Receive, Scope, Send
 
 logger = logging.getLogger("stackgate.mirror")

@@ -190,7 +190,7 @@ def wrap(app: Any, route: Any, config: Any, runtime: dict) -> Any:
 
 def shadow_process(runtime: dict, backends: dict[str, Any], duty_cycle: float) -> Any:
     """The process that runs shadow copies to WSGI backends (one per gateway process, kept across reloads)."""
-    from gateway.policies.shadow_process import ShadowProcess
+    from gateway.shadow.process import ShadowProcess
 
     apps = {name: b.config.app for name, b in backends.items() if getattr(b, "kind", None) == "wsgi"}
     process = runtime.get("shadow_process")

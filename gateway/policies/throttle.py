@@ -27,7 +27,7 @@ Responses of a throttled route carry ``RateLimit-Policy`` and ``RateLimit``
 Rates are counted in order; the first that refuses ends the request (the
 ones before it have counted it). On Redis, the default strategy costs one
 script call per request for all its rates, shared with the requests that
-overlap it (``gateway.policies.redis_window``); the others take limits'
+overlap it (``gateway.storage.redis_window``); the others take limits'
 two calls per rate.
 """
 
@@ -49,7 +49,7 @@ from pydantic import Field, field_validator
 
 from gateway import metrics
 from gateway.errors import GatewayError
-from gateway.policies.redis_window import RedisWindow, WindowState
+from gateway.storage.redis_window import RedisWindow, WindowState
 from gateway.schema import Schema
 from gateway.types import Receive, Scope, Send
 

@@ -1,4 +1,4 @@
-"""``stackgate run --workers N``: connections spread over the workers (gateway/supervisor.py, balance.py)."""
+"""``stackgate run --workers N``: connections spread over the workers (gateway/edge/supervisor.py, balance.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Rolling restart of ``stackgate run --workers N`` (SIGUSR2, ``stackgate restart``; gateway/supervisor.py).
+"""Rolling restart of ``stackgate run --workers N`` (SIGUSR2, ``stackgate restart``; gateway/edge/supervisor.py).
 
 A change a reload cannot apply (a backend's ``threads``) is applied by
 replacing the workers one at a time, under load: no request fails, every

@@ -1,7 +1,7 @@
 """``stackgate run --workers N`` with mirroring on: shadow processes start and stop cleanly.
 
 The default config.toml plus a mirrored split route, so that each worker runs
-its shadow process (``gateway/policies/shadow_process.py``). Every line the
+its shadow process (``gateway/shadow/process.py``). Every line the
 server writes must parse as JSON, no process of its tree may be left
 ``<defunct>`` while it serves, and after SIGTERM nothing of it may be left.
 """
@@ -56,7 +56,7 @@ def non_json_lines(log: str) -> list[str]:
 
 
 def shadow_processes(session: int) -> list:
-    return [p for p in session_processes(session) if "gateway.policies.shadow_process" in p.cmdline]
+    return [p for p in session_processes(session) if "gateway.shadow.process" in p.cmdline]
 
 
 @pytest.mark.parametrize("workers", [2, 1], ids=["2-workers", "1-worker"])

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from gateway.policies.compare import (
+from gateway.shadow.compare import (
     CUT_MARKER,
     DIFF_MAX_BYTES,
     DIFF_MAX_LINES,

@@ -114,7 +114,7 @@ async def test_an_unreachable_server_fails_every_waiting_call(redis_server):
 def test_commands_are_packed_as_redis_py_packs_them():
     from redis.asyncio.connection import Connection
 
-    from gateway.policies.redis_window import pack_arguments
+    from gateway.storage.redis_window import pack_arguments
 
     args = ("EVALSHA", "a" * 40, 2, "stackgate:{LIMITER/p/c:zoë/5/1/minute}/-1", "stackgate:{LIMITER/p/c:zoë/5/1/minute}", 1, 5, 60)
     argc, body = pack_arguments(*args)

@@ -7,8 +7,8 @@ import json
 import os
 import time
 
-from gateway.policies.compare import Answer
-from gateway.policies.shadow_process import ShadowProcess, ShadowUnavailable
+from gateway.shadow.compare import Answer
+from gateway.shadow.process import ShadowProcess, ShadowUnavailable
 
 APPS = {"recorder": "tests.fixtures.wsgi_apps:recorder", "fail": "tests.fixtures.wsgi_apps:fail"}
 ENVIRON = {

@@ -12,7 +12,7 @@ const PALETTE = ["#2563eb", "#c2410c", "#047857", "#7c3aed", "#be185d", "#0e7490
 const BUSY_FRACTION = 0.75;
 const RATE_OK = 0.99;
 const RATE_WARN = 0.95;
-// The last line of a diff the gateway cut (gateway/policies/compare.py CUT_MARKER).
+// The last line of a diff the gateway cut (gateway/shadow/compare.py CUT_MARKER).
 const CUT_MARKER = "… diff cut here";
 
 const numbers = new Intl.NumberFormat("en-US");

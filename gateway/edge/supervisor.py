@@ -10,7 +10,7 @@
   loses no queued connection. The hash can split a keep-alive pool unevenly
   for as long as it lives; each worker publishes its connections, and one
   holding more than its share asks a client to reconnect
-  (``gateway.balance``).
+  (``gateway.edge.balance``).
 - **SIGHUP reloads each worker's config in place** (the same checked reload
   as with one worker) instead of replacing every worker, which would skip
   the check, never report an invalid file at ``/_stackgate/status`` and drop
@@ -45,7 +45,7 @@ from uvicorn.config import STARTUP_FAILURE, Config
 from uvicorn.server import Server
 from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
-from gateway import balance
+from gateway.edge import balance
 
 logger = logging.getLogger("uvicorn.error")
 

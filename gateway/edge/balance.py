@@ -1,6 +1,6 @@
 """``--workers N``: keep-alive connections kept evenly spread, by asking a client to reconnect.
 
-Each worker listens on its own ``SO_REUSEPORT`` socket (``gateway.supervisor``)
+Each worker listens on its own ``SO_REUSEPORT`` socket (``gateway.edge.supervisor``)
 and the kernel hashes each new connection to one of them. A keep-alive
 connection then stays where it landed, and the hash can split a pool
 unevenly for as long as it lives: 64 connections 40/24 here, a 4-connection

@@ -4,7 +4,7 @@ A shadow copy costs about what the client's request cost. Run in the
 gateway's process it would compete for the GIL with the *next* client
 request; in a process of its own it runs on another core. That process
 loads the WSGI apps by their import strings, runs one copy at a time, and
-compares the answer with the served one there (``gateway.policies.compare``),
+compares the answer with the served one there (``gateway.shadow.compare``),
 so only a small result comes back. It runs at the lowest CPU priority
 (Linux's ``SCHED_IDLE``, elsewhere ``nice`` 19), and rests after each copy so
 that it runs copies at most ``[split].mirror_duty_cycle`` of the time: a copy
@@ -41,7 +41,7 @@ import sys
 import time
 from typing import Any, Optional
 
-from gateway.policies.compare import Answer, content_type, outcome
+from gateway.shadow.compare import Answer, content_type, outcome
 
 logger = logging.getLogger("stackgate.mirror")
 
@@ -50,7 +50,7 @@ REAP_TIMEOUT = 5.0
 """Seconds a shadow process whose channel closed may take to finish its copy and exit."""
 
 _READY = 0  # the sequence number of the frame that says the apps are loaded
-_BOOT = "import json, sys; a = json.loads(sys.argv[1]); sys.path[:0] = a['path']; from gateway.policies.shadow_process import main; main(a['apps'], int(sys.argv[2]))"
+_BOOT = "import json, sys; a = json.loads(sys.argv[1]); sys.path[:0] = a['path']; from gateway.shadow.process import main; main(a['apps'], int(sys.argv[2]))"
 
 
 class ShadowUnavailable(Exception):

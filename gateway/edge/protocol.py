@@ -21,7 +21,7 @@
   keep-alive timeout, a new one included.
 - With ``--workers N``, the connection count is published and a worker holding
   more than its share answers one request with ``Connection: close``
-  (``gateway.balance``).
+  (``gateway.edge.balance``).
 - An error answered here never overtakes a response still in flight on the
   same connection (pipelining): it is written after that response, so every
   response answers its own request.
@@ -37,7 +37,7 @@ from typing import Optional
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from gateway import balance
+from gateway.edge import balance
 from gateway.errors import error_body
 
 
@@ -208,7 +208,7 @@ class HttpProtocol(HttpToolsProtocol):
 
     def _balance_connection(self) -> None:
         """Answer this request with ``Connection: close`` if this worker holds more than its share
-        (``gateway.balance``): not a request with a body (nothing unread is cut off), and not one
+        (``gateway.edge.balance``): not a request with a body (nothing unread is cut off), and not one
         that another request waits behind on this connection (pipelined)."""
         shed = self._shed_cycle
         if shed is not None and self.pipeline and not shed.response_started:

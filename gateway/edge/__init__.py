@@ -1,0 +1,1 @@
+"""The edge: the HTTP protocol, the worker supervisor, the keep-alive balance and the frozen heap."""

@@ -1,0 +1,1 @@
+"""Storage adapters of the throttle: the Redis sliding window (memory storage comes from ``limits``)."""
