@@ -196,7 +196,6 @@ app = "backends.django_site.wsgi:application"
 [[routes]]
 prefix = "/admin"
 backend = "django"
-strip_prefix = false
 """
 
 
