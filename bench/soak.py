@@ -305,7 +305,9 @@ class Soak:
                             self.throttled_after_restart += 1
                     else:
                         r = await http.get(f"{prefix}/todos", headers={"X-API-Key": "sgk_wrong-" + str(number)})
-                        self.record("refused", r.status_code, {401})
+                        # 401, then 429 once this address has failed [auth] failure_rates' times (docs/auth.md)
+                        refused_as = r.json().get("error", {}).get("code") if r.status_code == 429 else None
+                        self.record("refused", r.status_code, {401, 429} if refused_as == "too_many_auth_failures" else {401})
                 except httpx.HTTPError as exc:
                     self.client_errors[type(exc).__name__] += 1
 
