@@ -1,7 +1,7 @@
 """JSON Schemas the resources' docstrings name (besides ``marshalling.todo_fields``).
 
 The gateway's OpenAPI generator reads each handler's docstring (apispec YAML
-after ``---``) and resolves a bare ``schema: NAME`` against the resource's
+after ``---``) and resolves a bare ``schema: NAME`` against the handler's
 module: these dicts, or a ``fields`` dict that ``marshal`` uses.
 """
 

@@ -179,7 +179,7 @@ def flask_document(app: Any, title: str = "flask") -> dict[str, Any]:
             handler = getattr(cls, method.lower(), None) if cls is not None else view
             if handler is None:
                 continue
-            module = sys.modules.get((cls or view).__module__)
+            module = sys.modules.get(getattr(handler, "__module__", None) or (cls or view).__module__)
             paths.setdefault(path, {}).setdefault(method.lower(), _operation(handler, module, spec))
         if params:
             params_of.setdefault(path, params)
