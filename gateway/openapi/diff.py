@@ -1,7 +1,7 @@
 """Where two stacks' documents disagree: a static check before a split sends them traffic.
 
 Operations are matched by method and path, with path parameters compared by
-position (``/todos/{id}`` is ``/todos/{todo_id}``) and trailing slashes ignored.
+position (``/items/{id}`` is ``/items/{item_id}``) and trailing slashes ignored.
 For each operation both declare, the query/header/cookie parameters, the
 JSON request body's fields, the response status codes and the JSON response
 fields (nested, ``results[].title``) one declares and the other does not are
@@ -70,7 +70,7 @@ def _json_schema(doc: dict[str, Any], holder: Any) -> Any:
 
 
 def operations(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """``"GET /todos/{}"`` -> what the operation declares, comparably."""
+    """``"GET /items/{}"`` -> what the operation declares, comparably."""
     out: dict[str, dict[str, Any]] = {}
     for path, item in (doc.get("paths") or {}).items():
         item = _resolve(doc, item)

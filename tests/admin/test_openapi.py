@@ -386,3 +386,35 @@ async def test_docs_viewer_is_public_and_self_contained(gateway_client, stack_fi
     missing = await client.get("/_stackgate/docs/../app.py")
     assert missing.status_code == 404
     assert (await client.get("/_stackgate/docs/index.html")).json()["error"]["code"] == "not_found"
+
+
+def test_a_stack_document_from_a_url(stack_file):
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps(STACK).encode() if self.path == "/openapi.json" else b"{}"
+            self.send_response(200 if self.path == "/openapi.json" else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        routes = '[[routes]]\nprefix = "/a"\nbackend = "a"\nversion = "v1"\n\n[[routes]]\nprefix = "/b"\nbackend = "b"\nversion = "v2"\n'
+        doc = document(stack_file, routes, b_openapi=f"{base}/openapi.json")
+        assert {"/a/things", "/b/things"} <= set(doc["paths"])
+        missing = document(stack_file, routes, b_openapi=f"{base}/nothing.json")
+        assert "/b/things" not in missing["paths"]
+        assert missing["x-stackgate-problems"][0].startswith("backends.b: no OpenAPI document: HTTPStatusError")
+    finally:
+        server.shutdown()
+        server.server_close()
