@@ -157,3 +157,24 @@ def test_drf_needs_no_settings_edit_without_extend_schema(tmp_path):
     assert doc["openapi"] == "3.1.0"
     assert set(doc["paths"]) == {"/items/"}
     assert doc["components"]["schemas"]["Item"]["properties"]["name"] == {"type": "string", "maxLength": 20}
+
+
+class Wrapper:
+    """A WSGI middleware the way WhiteNoise holds its app."""
+
+    def __init__(self, application):
+        self.application = application
+
+    def __call__(self, environ, start_response):
+        return self.application(environ, start_response)
+
+
+wrapped = Wrapper(make_app())
+
+
+def test_a_wrapped_flask_app_is_found(tmp_path):
+    from gateway.openapi.sources import stack_document
+    from gateway.backends.wsgi import WSGIBackendConfig
+
+    doc = stack_document("books", WSGIBackendConfig(kind="wsgi", app="tests.openapi.test_sources:wrapped"), tmp_path)
+    assert "/books" in doc["paths"]
