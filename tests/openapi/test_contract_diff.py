@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+from openapi_spec_validator import validate
 
 from gateway import openapi
 from gateway.cli import main
@@ -84,6 +85,7 @@ def test_a_variant_s_differences_are_listed(tmp_path, capsys):
     assert sorted(data["differences"], key=json.dumps) == sorted(VARIANT_DIFFERENCES, key=json.dumps)
 
     doc = openapi.build_document(load_config(path))
+    validate(doc)
     assert sorted(doc["x-stackgate-contract-diff"]["todos"]["differences"], key=json.dumps) == sorted(VARIANT_DIFFERENCES, key=json.dumps)
     assert "5 places" in next(tag for tag in doc["tags"] if tag["name"] == "todos")["description"]
     assert "/v1/todos/{todo_id}/archive" in doc["paths"]  # the heavier (here: first) stack's operations
