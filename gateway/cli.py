@@ -12,7 +12,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from gateway import logs
 from gateway.config import _NAME, DEFAULT_PATH, Config, ConfigError, load_config
@@ -398,6 +398,44 @@ def cmd_restart(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_contract_diff(args: argparse.Namespace) -> int:
+    """Where a split route's stacks disagree, from their OpenAPI documents; exit 1 when they do."""
+    import json
+
+    from gateway.openapi import route_contract_diff
+    from gateway.openapi.diff import format_diff
+
+    config = _load(args.config)
+    if config is None:
+        return 2
+    os.environ["STACKGATE_CONFIG"] = str(Path(config.source).resolve())
+    os.environ.pop("SCRIPT_NAME", None)
+    try:
+        route, stacks, differences = route_contract_diff(config, args.route)
+    except LookupError as exc:
+        print(f"{args.config}: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"route": route.label, "stacks": stacks, "differences": differences}, indent=2))
+    else:
+        print(format_diff(route.label, stacks, differences))
+    return 1 if differences else 0
+
+
+def add_contract_diff_parser(verbs: Any) -> None:
+    diff = verbs.add_parser(
+        "contract-diff",
+        help="list what a split route's stacks declare differently (OpenAPI); exit 1 when they differ",
+        description="Compare the OpenAPI documents of a split route's stacks: operations, parameters, request and "
+        "response fields and status codes one declares and the other does not. Exit 0: the same contract; "
+        "1: differences (listed); 2: no such split route, or a stack without a document.",
+    )
+    diff.add_argument("route", help="the route's name, or its prefix")
+    diff.add_argument("--config", default=os.environ.get("STACKGATE_CONFIG", DEFAULT_PATH), help="config file (default: ./config.toml)")
+    diff.add_argument("--json", action="store_true", help="print the differences as JSON")
+
+
+
 VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run,
     "check": cmd_check,
@@ -407,6 +445,7 @@ VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
     "password": cmd_password,
     "createsuperuser": cmd_createsuperuser,
     "restart": cmd_restart,
+    "contract-diff": cmd_contract_diff,
 }
 
 
@@ -459,6 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     target = restart.add_mutually_exclusive_group(required=True)
     target.add_argument("--pid-file", help="the file stackgate run --pid-file wrote")
     target.add_argument("--pid", type=int, help="the process id of stackgate run (its supervisor)")
+    add_contract_diff_parser(verbs)
     return parser
 
 

@@ -132,7 +132,14 @@ REST_FRAMEWORK = {
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "backends.django_site.todos.negotiation.JSONFallbackNegotiation",
     "EXCEPTION_HANDLER": "backends.django_site.todos.errors.exception_handler",
     "URL_FORMAT_OVERRIDE": None,
+    # The views' @extend_schema annotations need drf-spectacular's AutoSchema
+    # (the gateway's /_stackgate/openapi.json is generated from them).
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
+
+# The gateway authenticates callers and documents how (the views only read
+# REMOTE_USER), so the schema names no authenticator of this stack.
+SPECTACULAR_SETTINGS = {"AUTHENTICATION_WHITELIST": []}
 
 # The gateway enforces the body limit ([gateway].max_body_size, 10 MiB by
 # default) before Django reads anything; match it so both stacks accept the same bodies.

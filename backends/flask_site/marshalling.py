@@ -12,6 +12,9 @@ from .urls import absolute_url
 class UTCDateTime(fields.Raw):
     """DRF's ``DateTimeField`` form: UTC ISO 8601 with ``Z``; naive values (SQLite) are UTC."""
 
+    __schema_type__ = "string"
+    __schema_format__ = "date-time"
+
     def format(self, value: datetime) -> str:
         if value.tzinfo is None:
             value = value.replace(tzinfo=timezone.utc)
@@ -21,6 +24,9 @@ class UTCDateTime(fields.Raw):
 
 class TodoUrl(fields.Raw):
     """The todo's absolute URL under the prefix the request came through."""
+
+    __schema_type__ = "string"
+    __schema_format__ = "uri"
 
     def output(self, key, obj) -> str:
         return todo_url(obj.id)

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from gateway import metrics
 from gateway.edge import supervisor
-from gateway.admin.openapi import document_bytes
+from gateway import openapi
+from gateway.openapi import viewer
 from gateway.admin.series import TrafficSeries
 from gateway.errors import GatewayError
 from gateway.routing import ADMIN_PREFIX
@@ -76,6 +77,7 @@ class AdminApp:
             "/ready": self.ready,
             "/metrics": self.metrics,
             "/openapi.json": self.openapi,
+            "/docs": self.docs,
         }
         self.protected: dict[str, Endpoint] = {
             "/": self.dashboard,
@@ -88,7 +90,7 @@ class AdminApp:
         sub = path[len(ADMIN_PREFIX) :] or "/"
         if scope["method"] not in ("GET", "HEAD"):
             raise GatewayError(405, "method_not_allowed", f'Method "{scope["method"]}" not allowed.', [(b"allow", b"GET, HEAD")])
-        endpoint = self.open.get(sub)
+        endpoint = self.open.get(sub) or (self.docs if sub.startswith("/docs/") else None)
         if endpoint is None:
             endpoint = self.protected.get(sub)
             if endpoint is None and sub.startswith("/dashboard/"):
@@ -110,7 +112,11 @@ class AdminApp:
         await send_bytes(send, 200, metrics.exposition(), metrics.CONTENT_TYPE)
 
     async def openapi(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send_bytes(send, 200, document_bytes(self.gateway.state.config), b"application/json")
+        await send_bytes(send, 200, await openapi.document(self.gateway.state.config), b"application/json")
+
+    async def docs(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body, content_type, headers = viewer.asset(scope["path"][len(ADMIN_PREFIX) + len("/docs") :])
+        await send_bytes(send, 200, body, content_type, headers)
 
     async def status(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send_json(send, 200, {**self.gateway.status(), "workers": workers_status()})

@@ -34,7 +34,7 @@ import sys
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from gateway import metrics
 from gateway.backends.base import AppImportConfig, Backend, load_app
@@ -67,6 +67,17 @@ class WSGIBackendConfig(AppImportConfig):
     that waits on I/O or runs long lets the next one start. 0: up to ``threads`` at once."""
     buffer_size: ByteSize = Field(1 << 20, ge=0)
     """Request and response bodies up to this size are passed in one hand-off."""
+    openapi: Optional[str] = None
+    """This stack's own OpenAPI document: a JSON/YAML file (relative to the config file) or an
+    ``http(s)://`` URL; ``"none"`` leaves it out of ``/_stackgate/openapi.json``. Default: generated
+    from the app (drf-spectacular for Django, an introspection for Flask-RESTful; docs/openapi.md)."""
+
+    @field_validator("openapi")
+    @classmethod
+    def _openapi(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not value.strip():
+            raise ValueError('must be a file path, an http(s):// URL, or "none"')
+        return value
 
 
 class ClientDisconnected(OSError):

@@ -35,6 +35,19 @@ class TodoPagination(BasePagination):
             }
         )
 
+    def get_paginated_response_schema(self, schema: dict) -> dict:
+        """The page envelope for the API schema (drf-spectacular)."""
+        return {
+            "type": "object",
+            "required": ["count", "next", "previous", "results"],
+            "properties": {
+                "count": {"type": "integer", "minimum": 0, "description": "All matching todos of the caller."},
+                "next": {"type": ["string", "null"], "format": "uri", "description": "Absolute URL of the next page, null on the last."},
+                "previous": {"type": ["string", "null"], "format": "uri", "description": "Absolute URL of the previous page, null on the first."},
+                "results": {**schema, "maxItems": 100},
+            },
+        }
+
     def get_next_link(self) -> str | None:
         if self.page >= self.last_page:
             return None

@@ -6,6 +6,7 @@ one as absent; the Flask stack mirrors exactly that.
 """
 
 from django.db.models import QuerySet
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 DONE_VALUES = {"true": True, "1": True, "false": False, "0": False}
@@ -13,6 +14,10 @@ ORDERING_FIELDS = ("id", "title", "done", "created_at", "updated_at")
 DEFAULT_ORDERING = ("id",)
 
 
+_ORDER_TERM = "-?(" + "|".join(ORDERING_FIELDS) + ")"
+
+
+@extend_schema_field({"type": "string", "pattern": "^([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|1|0)$", "description": "Only done (`true`, `1`) or open (`false`, `0`) todos; case-insensitive."})
 class DoneFilterField(serializers.Field):
     default_error_messages = {"invalid": "Must be one of: true, false, 1, 0."}
 
@@ -23,6 +28,7 @@ class DoneFilterField(serializers.Field):
             self.fail("invalid")
 
 
+@extend_schema_field({"type": "string", "pattern": f"^{_ORDER_TERM}(,{_ORDER_TERM})*$", "description": "Comma-separated fields, each optionally prefixed with `-` (descending); ties by `id`. Default `id`."})
 class OrderingField(serializers.Field):
     """Comma-separated fields, each optionally ``-``-prefixed; the first unknown one is reported."""
 
@@ -39,7 +45,7 @@ class OrderingField(serializers.Field):
 
 class ListQuerySerializer(serializers.Serializer):
     done = DoneFilterField(required=False)
-    ordering = OrderingField(default=DEFAULT_ORDERING)
+    ordering = OrderingField(required=False)
     page = serializers.IntegerField(min_value=1, default=1)
     page_size = serializers.IntegerField(min_value=1, max_value=100, default=20)
 
@@ -48,4 +54,4 @@ class ListQuerySerializer(serializers.Serializer):
         params = self.validated_data
         if "done" in params:
             queryset = queryset.filter(done=params["done"])
-        return queryset.order_by(*params["ordering"], "id")
+        return queryset.order_by(*params.get("ordering", DEFAULT_ORDERING), "id")

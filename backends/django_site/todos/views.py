@@ -1,4 +1,6 @@
-from rest_framework import routers, viewsets
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view, inline_serializer
+from rest_framework import routers, serializers, viewsets
 
 from .models import Todo
 from .pagination import TodoPagination
@@ -16,12 +18,34 @@ def owner_of(request) -> str:
     return user.get_username() if user.is_authenticated else "anonymous"
 
 
+NOT_FOUND = OpenApiResponse(description="No such todo, or not the caller's.")
+PAGE_NOT_FOUND = OpenApiResponse(description="A page past the last one (page 1 of an empty list is 200).")
+INVALID = OpenApiResponse(description="Invalid JSON, or a field that fails validation (`fields` says which).")
+
+
 class ApiRootView(routers.APIRootView):
     """The todos API: one link per collection."""
 
     http_method_names = ALLOWED_METHODS
+    schema = AutoSchema()  # DRF leaves the root out of schemas; the contract has it
+
+    @extend_schema(
+        operation_id="getRoot",
+        summary="Links to the collections",
+        responses=inline_serializer("Root", {"todos": serializers.URLField(help_text="Absolute URL of the todos collection.")}),
+    )
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
 
 
+@extend_schema_view(
+    list=extend_schema(operation_id="listTodos", summary="List the caller's todos, one page at a time", parameters=[ListQuerySerializer], responses={200: TodoSerializer(many=True), 400: INVALID, 404: PAGE_NOT_FOUND}),
+    create=extend_schema(operation_id="createTodo", summary="Create a todo", responses={201: TodoSerializer, 400: INVALID}),
+    retrieve=extend_schema(operation_id="getTodo", summary="One todo", responses={200: TodoSerializer, 404: NOT_FOUND}),
+    update=extend_schema(operation_id="replaceTodo", summary="Replace a todo's writable fields (`done` unchanged when absent)", responses={200: TodoSerializer, 400: INVALID, 404: NOT_FOUND}),
+    partial_update=extend_schema(operation_id="updateTodo", summary="Change some of a todo's writable fields", responses={200: TodoSerializer, 400: INVALID, 404: NOT_FOUND}),
+    destroy=extend_schema(operation_id="deleteTodo", summary="Delete a todo", responses={204: None, 404: NOT_FOUND}),
+)
 class TodoViewSet(viewsets.ModelViewSet):
     """Your todos. Todos of other callers are not found, never forbidden.
 
