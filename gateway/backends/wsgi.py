@@ -41,7 +41,7 @@ from gateway.backends.base import AppImportConfig, Backend, load_app
 from gateway.backends.pool import PROCESS_GATE, HotPool
 from gateway.errors import GatewayError
 from gateway.schema import ByteSize
-from gateway.edge.protocol import BODY_STALLED, BODY_TIMEOUT
+from gateway.edge import settings as server_settings
 from gateway.types import Receive, Scope, Send
 
 logger = logging.getLogger("stackgate.backends.wsgi")
@@ -500,12 +500,14 @@ def _too_large(limit: int) -> GatewayError:
 async def _read_body(receive: Receive, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
+    timeout = server_settings.current().body_timeout  # [server] body_timeout
     while True:
         try:
-            async with asyncio.timeout(BODY_TIMEOUT):  # cheaper than wait_for: no task per message
+            async with asyncio.timeout(timeout):  # cheaper than wait_for: no task per message
                 message = await receive()
         except TimeoutError:
-            raise GatewayError(408, "request_timeout", BODY_STALLED, [(b"connection", b"close")]) from None
+            stalled = server_settings.body_stalled(timeout)
+            raise GatewayError(408, "request_timeout", stalled, [(b"connection", b"close")]) from None
         if message["type"] == "http.disconnect":
             raise ClientDisconnected("client disconnected during the request body")
         chunk = message.get("body", b"")
