@@ -1,30 +1,12 @@
 """uvicorn's httptools protocol with Stackgate's answers for what never reaches the app.
 
-- Requests the HTTP parser refuses get the gateway's JSON error shape (and an
-  ``X-Request-ID``) instead of uvicorn's plain text, with the code the gateway
-  itself would use: ``bad_method``, ``bad_path`` or ``bad_request``.
-- A request head over ``MAX_HEADER_BYTES`` is a 431. It is also counted on the
-  raw bytes, so a header that never ends is not buffered past the limit.
-- A request target not in origin form (``GET http://host/path``, ``OPTIONS *``,
-  a ``#fragment``) is flagged so the gateway refuses it like any other unsafe
-  path. Raw non-ASCII in the target, a second ``Host``, ``CONNECT`` and an
-  upgrade request with a body are refused here; after a request asking for an
-  upgrade the gateway does not perform, the connection is closed (the parser
-  reads nothing after it).
-- Trailer fields of a chunked body are counted but never added to the
-  request's headers: the gateway decided on the headers it had.
-- Slow clients: a request head must be complete within ``HEADER_TIMEOUT``
-  seconds of its first byte, and a body must not stall for ``BODY_TIMEOUT``
-  seconds (408, then the connection closes; ``gateway.backends.wsgi`` answers
-  a stall in a body it reads itself, this module covers every other reader).
-  A connection with no request in progress is closed after uvicorn's
-  keep-alive timeout, a new one included.
-- With ``--workers N``, the connection count is published and a worker holding
-  more than its share answers one request with ``Connection: close``
-  (``gateway.edge.balance``).
-- An error answered here never overtakes a response still in flight on the
-  same connection (pipelining): it is written after that response, so every
-  response answers its own request.
+What the parser refuses, a head over ``[server] max_header_bytes`` (431, also
+counted on the raw bytes), a target not in origin form, a second ``Host``,
+``CONNECT``, a head or a body slower than the ``[server]`` timeouts (408):
+each gets the gateway's JSON error shape and an ``X-Request-ID``, written
+after any response still in flight on the connection (pipelining). The limits
+are read per connection from ``gateway.edge.settings``; with ``--workers N``
+the connection count goes to ``gateway.edge.balance``.
 """
 
 from __future__ import annotations
