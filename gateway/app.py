@@ -25,6 +25,7 @@ from typing import Any, Optional
 from gateway import headers as H
 from gateway import logs, metrics, reload
 from gateway.edge import heap
+from gateway.edge import settings as server_settings
 from gateway.admin import AdminApp
 from gateway.backends import build_backend
 from gateway.backends.wsgi import ClientDisconnected
@@ -151,6 +152,7 @@ class Gateway:
                     if getattr(self.backends[name].config, key, None) != getattr(config.backends[name], key, None)
                 )
                 problems.append(f"{loc}: {', '.join(changed)} changed; a restart is needed to rebuild a backend")
+        problems.extend(server_settings.restart_needed(self.state.config.server, config.server, config.source))
         return problems
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -224,7 +226,10 @@ class Gateway:
     def status(self) -> dict[str, Any]:
         config = self.state.config
         last = self.reloader.last if self.reloader else {"ok": True, "version": config.digest, "message": "not watching", "problems": []}
-        return {"version": config.digest, "source": config.source, "watching": self.reloader is not None, "last_reload": last}
+        return {
+            "version": config.digest, "source": config.source, "watching": self.reloader is not None, "last_reload": last,
+            "server": config.server.model_dump(),  # the [server] table, environment overrides applied
+        }
 
     def route_summary(self) -> list[dict[str, Any]]:
         out = []

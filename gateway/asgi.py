@@ -13,6 +13,7 @@ from gateway import bootstrap, logs
 from gateway.app import create_app
 from gateway.cli import migrate_embedded
 from gateway.config import ConfigError, load_config
+from gateway.edge import settings as server_settings
 
 if not logging.getLogger("stackgate").handlers:
     logs.setup(os.environ.get("STACKGATE_LOG_LEVEL", "info"))
@@ -24,6 +25,7 @@ except ConfigError as exc:  # one line per problem, not a traceback from the ser
         logging.getLogger("stackgate").error(problem)
     logs.flush()
     sys.exit(bootstrap.EXIT_REFUSED)
+server_settings.use(config.server)  # the [server] limits gateway.edge.protocol applies to each connection
 if os.environ.get("STACKGATE_MIGRATE", "1") != "0":
     migrate_embedded()
 app = bootstrap.guard(

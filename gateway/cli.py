@@ -113,6 +113,7 @@ def cmd_routes(args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    print(f"server: {config.server.summary()}")  # after the table: its first line stays the column heads
     return 0
 
 
@@ -308,8 +309,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         log_config=logs.server_log_config(),  # and uvicorn's lines are JSON lines too
         log_level=args.log_level,
         lifespan="on",
-        http="gateway.edge.protocol:HttpProtocol",
-        timeout_graceful_shutdown=args.graceful_timeout,
+        http="gateway.edge.protocol:HttpProtocol",  # its limits: [server], from each process's own config load
+        timeout_keep_alive=config.server.keep_alive_timeout,
+        timeout_graceful_shutdown=config.server.graceful_timeout if args.graceful_timeout is None else args.graceful_timeout,
     )
     from gateway.edge import supervisor
 
@@ -460,7 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=int, default=int(os.environ.get("STACKGATE_PORT") or 8000), help="default: $STACKGATE_PORT or 8000")
     run.add_argument("--workers", type=int, default=1, help="worker processes (use Redis throttling for more than one)")
     run.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
-    run.add_argument("--graceful-timeout", type=int, default=30, help="seconds in-flight requests get at shutdown")
+    run.add_argument("--graceful-timeout", type=float, default=None,
+                     help="seconds in-flight requests get at shutdown (default: [server] graceful_timeout, 30)")
     run.add_argument("--allow-insecure", action="store_true",
                      help="serve beyond loopback despite insecure settings (same as STACKGATE_ALLOW_INSECURE=1; logged at every start)")
     run.add_argument("--pid-file", help="write this process's id there (for stackgate restart, SIGHUP), removed at exit")

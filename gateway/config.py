@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from gateway.backends import KINDS
 from gateway.config_lines import KeyLines
+from gateway.edge.settings import ServerSettings
 from gateway.policies.auth import AuthSettings, ConsumerConfig
 from gateway.policies.auth import check as check_auth
 from gateway.policies.auth import resolve as resolve_auth
@@ -102,6 +103,7 @@ class Config(Schema):
     consumers: dict[str, ConsumerConfig] = Field(default_factory=dict)
     throttle: ThrottleSettings = ThrottleSettings()
     split: SplitSettings = SplitSettings()
+    server: ServerSettings = ServerSettings()
     source: str = "<memory>"
     digest: str = ""
 
@@ -116,6 +118,8 @@ class _Problems:
     unresolved: set[str] = field(default_factory=set)
     """Key paths whose ``${NAME}`` is unset: that is their one problem."""
     to_serve: bool = False
+    environ: dict = field(default_factory=dict)
+    """Where ``[server]``'s environment overrides are read (``gateway.edge.settings.ENVIRONMENT``)."""
     text: str = ""
     routes: list = field(default_factory=list)
     """The raw ``[[routes]]`` tables, to name a route in a problem."""
@@ -198,7 +202,8 @@ def parse_config(
         raise ConfigError([f"{source}: invalid TOML: {exc}"]) from None
     if to_serve and not data:
         raise ConfigError([f"{source}: {EMPTY}"])
-    data = _interpolate(data, (), environ if environ is not None else dict(os.environ), problems)
+    problems.environ = environ if environ is not None else dict(os.environ)
+    data = _interpolate(data, (), problems.environ, problems)
     config = _validate(data, problems)
     if problems.items or config is None:
         raise ConfigError(problems.items)
@@ -265,7 +270,8 @@ def _validate(data: dict, problems: _Problems) -> Optional[Config]:
     check_auth(auth, consumers, isinstance(consumers_raw, dict) and len(consumers) == len(consumers_raw), routes, problems.add)
     throttle = _model(ThrottleSettings, data.get("throttle", {}), ("throttle",), problems)
     split = _model(SplitSettings, data.get("split", {}), ("split",), problems)
-    if problems.items or gateway is None or auth is None or throttle is None or split is None:
+    server = _model(ServerSettings, data.get("server", {}), ("server",), problems, {"environ": problems.environ})
+    if problems.items or gateway is None or auth is None or throttle is None or split is None or server is None:
         _check_references(data, routes, problems)
         return None
     routes = [resolve_auth(route, auth) for route in routes]
@@ -278,12 +284,13 @@ def _validate(data: dict, problems: _Problems) -> Optional[Config]:
         consumers=consumers,
         throttle=throttle,
         split=split,
+        server=server,
     )
     _check_references(data, routes, problems)
     return config
 
 
-_TOP_LEVEL = ("gateway", "backends", "versions", "routes", "auth", "consumers", "throttle", "split")
+_TOP_LEVEL = ("gateway", "backends", "versions", "routes", "auth", "consumers", "throttle", "split", "server")
 EMPTY = "the file has no settings; a config needs at least one [[routes]] table and the backends it names"
 NO_ROUTES = "no [[routes]] table: the gateway would answer every request with 404; add one"
 

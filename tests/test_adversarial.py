@@ -25,7 +25,7 @@ from urllib.parse import unquote_to_bytes
 import pytest
 
 from gateway.app import create_app
-from gateway.backends import wsgi as wsgi_backend
+from gateway.edge import settings as server_settings
 from gateway.config import parse_config
 from gateway.paths import canonical_path
 from tests.adversarial_cases import BYTE_CASE_IDS, BYTE_CASES
@@ -415,7 +415,7 @@ async def test_content_length_and_transfer_encoding_reach_the_backend_unambiguou
 
 
 async def test_stalled_body_is_a_408_and_holds_no_thread(app, monkeypatch):
-    monkeypatch.setattr(wsgi_backend, "BODY_TIMEOUT", 0.2)
+    monkeypatch.setattr(server_settings, "current", lambda: server_settings.ServerSettings(body_timeout=0.2))
     backend = app.backends["rec"]
     task = asyncio.ensure_future(
         call(app, b"/v1/x", method="POST", headers=[(b"content-length", b"100")], body=[b"0123456789"], stall=True)

@@ -1,14 +1,9 @@
 """``kind = "http"``: a stack on its own servers, reached through a pooled httpx client.
 
-The upstream sees the path below the route's prefix (or the whole path when
-the route keeps its prefix) and learns the prefix from ``X-Forwarded-Prefix``,
-the client from ``X-Forwarded-For``/``-Proto``/``-Host``: one of each, set by
-the gateway from what it resolved, never a client's copy. What else it gets is
-what a proxy forwards (RFC 9110 7.6.1): no hop-by-hop header and none that
-``Connection`` names, either way; none of the headers ``gateway.headers.inbound``
-drops on every route (target rewrites, ``X-Forwarded-*``), nor the backend's
-``drop_headers``; the client's own ``Accept-Encoding``, or none. Bodies stream
-both ways, with the client's ``Content-Length`` when it gave one.
+The upstream gets the request as a proxy forwards it (RFC 9110 7.6.1): the
+path below the route's prefix, ``X-Forwarded-Prefix``/``-For``/``-Proto``/``-Host``
+set by the gateway alone, no hop-by-hop header, none of the backend's
+``drop_headers``. Bodies stream both ways.
 """
 
 from __future__ import annotations

@@ -1,39 +1,12 @@
 """A WSGI backend's threads: one call at a time, until a call is slow.
 
-Under the GIL only one thread runs Python at a time. Two calls that both
-compute gain nothing from running at once, and lose: each time one of them
-lets go of the GIL (a SQLite step, a socket read) the other takes it, and the
-first waits to get it back, up to a switch interval, while its client waits
-too. Calls that wait on I/O, on the other hand, must overlap, or one slow
-query holds every request behind it.
-
-So the pool runs one call at a time, and one more for every running call
-that has been running ``overlap_after`` seconds or longer (it is waiting, or
-it is long), up to ``threads``. A thread that finishes a call takes the next
-one itself, without going back to the event loop, so short calls run back to
-back on one hot thread; a stall lets the next request start on another thread
-within ``overlap_after``. ``overlap_after = 0`` runs up to ``threads`` calls at
-once, as a plain thread pool does.
-
-The GIL is the process's, not a backend's: the pools of one process that
-share a ``Gate`` (every WSGI backend with ``overlap_after > 0``: ``PROCESS_GATE``)
-apply the rule to all their calls together, and take turns: when a call ends
-and several backends have calls waiting, the next backend in turn starts
-one, so a flood of one backend's calls never holds another's behind it for
-more than one call. The thread that ended the call runs that next call
-itself, whichever backend's it is: waking the other backend's thread and
-going to sleep left the core idle for the hand-off (2-9 % of the machine
-under a 90/10 split). Each pool keeps its own ``threads`` cap, counted in calls
-whatever thread runs them, so a backend whose calls all stall opens room for
-the others, and never runs more than ``threads`` calls at once; a pool starts
-a thread of its own only when none of its threads is idle, so its threads
-are at most the caps of all the pools on the gate together. (A thread that
-has run a Django call keeps its own Django database connection, as each of
-Django's threads does.)
-
-The clock that notices a stall is a timer on the event loop, armed only while
-requests wait.
+The pool runs one call, and one more for each call running ``overlap_after``
+seconds or longer, up to ``threads`` (``overlap_after = 0``: a plain pool). A
+thread that ends a call takes the next itself. The pools of one ``Gate``
+(``PROCESS_GATE``: every WSGI backend with ``overlap_after > 0``) share the rule,
+since they share the GIL, and take turns; each keeps its ``threads`` cap, in calls.
 """
+# Why (the GIL, and the executors measured): docs/performance.md#the-executor
 
 from __future__ import annotations
 

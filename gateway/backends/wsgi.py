@@ -1,29 +1,13 @@
 """``kind = "wsgi"``: a WSGI application in this process, behind its own thread pool.
 
-The environ and ``wsgi.input`` follow PEP 3333 (``make_environ``,
-``_StreamingInput``, ``_run``'s ``start_response``). The bridge is our own, not
-a2wsgi's middleware, which crosses between the event loop and the worker
-thread once per message (~100 µs each here):
-
-- A request body is read on the event loop *before* a thread is taken (a slow
-  client never holds a worker). Bodies up to ``buffer_size`` — and every
-  chunked body, which is how Django gets a ``CONTENT_LENGTH`` for it — are
-  read whole; a larger declared body streams to the app (``_StreamingInput``,
-  with ``io.BytesIO``'s semantics) with back-pressure.
-- The worker collects the response while it stays under ``buffer_size`` and
-  hands it back in one crossing. A larger response switches to streaming
-  through a bounded queue; a client that disconnects stops the app's
-  iterator and ``close()`` is called.
-- The pool (``gateway.backends.pool``) runs one call at a time until a call
-  has run ``overlap_after`` seconds, then one more beside it, up to
-  ``threads``; a thread that ends a call takes the next itself. The rule is
-  the process's (``PROCESS_GATE``): the WSGI backends of one worker count
-  their calls together and take turns, since they share one GIL.
-- The pool is a bulkhead: ``threads`` workers plus ``queue`` waiting requests;
-  past that a request is refused with 503 at once, and a response that has
-  not started within ``timeout`` seconds is answered with 504 (a request
-  still waiting for a thread then never runs).
+The bridge is our own (PEP 3333: ``make_environ``, ``_StreamingInput``). A body
+is read on the event loop before a thread is taken: whole up to
+``buffer_size`` (and every chunked body), streamed with back-pressure beyond.
+A response under ``buffer_size`` comes back in one crossing, a larger one
+streams through a bounded queue. The pool (``gateway.backends.pool``) is a
+bulkhead: ``threads`` plus ``queue`` waiting, 503 beyond, 504 after ``timeout``.
 """
+# Why our own bridge, not a2wsgi's: docs/performance.md#the-executor
 
 from __future__ import annotations
 
@@ -41,7 +25,7 @@ from gateway.backends.base import AppImportConfig, Backend, load_app
 from gateway.backends.pool import PROCESS_GATE, HotPool
 from gateway.errors import GatewayError
 from gateway.schema import ByteSize
-from gateway.edge.protocol import BODY_STALLED, BODY_TIMEOUT
+from gateway.edge import settings as server_settings
 from gateway.types import Receive, Scope, Send
 
 logger = logging.getLogger("stackgate.backends.wsgi")
@@ -511,12 +495,14 @@ def _too_large(limit: int) -> GatewayError:
 async def _read_body(receive: Receive, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
+    timeout = server_settings.current().body_timeout  # [server] body_timeout
     while True:
         try:
-            async with asyncio.timeout(BODY_TIMEOUT):  # cheaper than wait_for: no task per message
+            async with asyncio.timeout(timeout):  # cheaper than wait_for: no task per message
                 message = await receive()
         except TimeoutError:
-            raise GatewayError(408, "request_timeout", BODY_STALLED, [(b"connection", b"close")]) from None
+            stalled = server_settings.body_stalled(timeout)
+            raise GatewayError(408, "request_timeout", stalled, [(b"connection", b"close")]) from None
         if message["type"] == "http.disconnect":
             raise ClientDisconnected("client disconnected during the request body")
         chunk = message.get("body", b"")

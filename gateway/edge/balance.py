@@ -1,27 +1,13 @@
 """``--workers N``: keep-alive connections kept evenly spread, by asking a client to reconnect.
 
-Each worker listens on its own ``SO_REUSEPORT`` socket (``gateway.edge.supervisor``)
-and the kernel hashes each new connection to one of them. A keep-alive
-connection then stays where it landed, and the hash can split a pool
-unevenly for as long as it lives: 64 connections 40/24 here, a 4-connection
-pool 4/0. A worker left with none idles (4/0 served half the req/s); one that
-holds more serves each of its connections less often: at 40/24 its requests
-took 1.7 times as long as the other's (median 260 against 150 ms, Django
-list), and that worker is the tail.
-
-So each worker publishes how many connections it holds (``Loads``: one slot
-per worker in shared memory), and a worker that holds at least ``MARGIN``
-more than the least loaded of the others answers one request with
-``Connection: close``. The client reconnects, as HTTP/1.1 has it do, and the
-kernel hashes the new connection anew: to the other worker half of the time
-(with two). One connection at a time per worker, and at most one every
-``INTERVAL`` seconds, so a worker never sheds more than it must while its
-last one is still closing. Never a request with a body (nothing unread is
-cut off), nor one that another request waits behind on the same connection
-(pipelined). A reconnect (a TCP handshake) is paid once per connection
-moved; a pool that is even is left alone. Each connection closed so counts
-in ``stackgate_connections_rebalanced_total``.
+Each worker publishes how many connections it holds (``Loads``: a slot per
+worker in shared memory). One holding ``MARGIN`` more than the least loaded
+other answers one request with ``Connection: close`` (never one with a body,
+nor one another request is pipelined behind), at most one every ``INTERVAL``
+seconds; the kernel hashes the reconnect anew. Each counts in
+``stackgate_connections_rebalanced_total``.
 """
+# Why (the kernel's hash splits a pool unevenly): docs/performance.md#spreading-connections-over-the-workers
 
 from __future__ import annotations
 

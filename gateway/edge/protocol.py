@@ -1,61 +1,27 @@
 """uvicorn's httptools protocol with Stackgate's answers for what never reaches the app.
 
-- Requests the HTTP parser refuses get the gateway's JSON error shape (and an
-  ``X-Request-ID``) instead of uvicorn's plain text, with the code the gateway
-  itself would use: ``bad_method``, ``bad_path`` or ``bad_request``.
-- A request head over ``MAX_HEADER_BYTES`` is a 431. It is also counted on the
-  raw bytes, so a header that never ends is not buffered past the limit.
-- A request target not in origin form (``GET http://host/path``, ``OPTIONS *``,
-  a ``#fragment``) is flagged so the gateway refuses it like any other unsafe
-  path. Raw non-ASCII in the target, a second ``Host``, ``CONNECT`` and an
-  upgrade request with a body are refused here; after a request asking for an
-  upgrade the gateway does not perform, the connection is closed (the parser
-  reads nothing after it).
-- Trailer fields of a chunked body are counted but never added to the
-  request's headers: the gateway decided on the headers it had.
-- Slow clients: a request head must be complete within ``HEADER_TIMEOUT``
-  seconds of its first byte, and a body must not stall for ``BODY_TIMEOUT``
-  seconds (408, then the connection closes; ``gateway.backends.wsgi`` answers
-  a stall in a body it reads itself, this module covers every other reader).
-  A connection with no request in progress is closed after uvicorn's
-  keep-alive timeout, a new one included.
-- With ``--workers N``, the connection count is published and a worker holding
-  more than its share answers one request with ``Connection: close``
-  (``gateway.edge.balance``).
-- An error answered here never overtakes a response still in flight on the
-  same connection (pipelining): it is written after that response, so every
-  response answers its own request.
+What the parser refuses, a head over ``[server] max_header_bytes`` (431, also
+counted on the raw bytes), a target not in origin form, a second ``Host``,
+``CONNECT``, a head or a body slower than the ``[server]`` timeouts (408):
+each gets the gateway's JSON error shape and an ``X-Request-ID``, written
+after any response still in flight on the connection (pipelining). The limits
+are read per connection from ``gateway.edge.settings``; with ``--workers N``
+the connection count goes to ``gateway.edge.balance``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from typing import Optional
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from gateway.edge import balance
+from gateway.edge import balance, settings
 from gateway.errors import error_body
 
 
-def _seconds(name: str, default: float) -> float:
-    value = os.environ.get(name, "")
-    try:
-        seconds = float(value) if value else default
-    except ValueError:
-        seconds = 0.0
-    if not 0 < seconds < float("inf"):
-        raise ValueError(f'{name}="{value}" must be a positive number of seconds, such as "{default:g}"')
-    return seconds
-
-
-MAX_HEADER_BYTES = int(os.environ.get("STACKGATE_MAX_HEADER_BYTES", 32 * 1024))
-HEADER_TIMEOUT = _seconds("STACKGATE_HEADER_TIMEOUT", 10)
-BODY_TIMEOUT = _seconds("STACKGATE_BODY_TIMEOUT", 30)
-BODY_STALLED = f"No request body bytes arrived for {BODY_TIMEOUT:g} seconds."
 # A body the app reads on the event loop is answered there, with its request id;
 # this protocol's own check comes a little later and covers the other readers.
 _BODY_GRACE = 1.0
@@ -70,9 +36,18 @@ NOT_ORIGIN_FORM = (400, "bad_path", "The request target must be a path starting 
 TWO_HOSTS = (400, "bad_request", "The request must carry one Host header, not several.")
 CONNECT = (400, "bad_request", "CONNECT is not supported: the gateway is not a proxy.")
 UPGRADE_WITH_BODY = (400, "bad_request", "A request asking for a protocol upgrade must not carry a body.")
-HEAD_TIMED_OUT = (408, "request_timeout", f"The request headers did not arrive within {HEADER_TIMEOUT:g} seconds.")
-BODY_TIMED_OUT = (408, "request_timeout", BODY_STALLED)
-HEAD_TOO_LARGE = (431, "headers_too_large", f"The request line and headers exceed {MAX_HEADER_BYTES} bytes.")
+
+
+def _head_timed_out(limits: settings.ServerSettings) -> tuple[int, str, str]:
+    return (408, "request_timeout", f"The request headers did not arrive within {limits.header_timeout:g} seconds.")
+
+
+def _body_timed_out(limits: settings.ServerSettings) -> tuple[int, str, str]:
+    return (408, "request_timeout", settings.body_stalled(limits.body_timeout))
+
+
+def _head_too_large(limits: settings.ServerSettings) -> tuple[int, str, str]:
+    return (431, "headers_too_large", f"The request line and headers exceed {limits.max_header_bytes} bytes.")
 
 
 class _Refusal(Exception):
@@ -97,6 +72,12 @@ def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
 class HttpProtocol(HttpToolsProtocol):
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
+        # The [server] table of the config this process's app was built from (gateway.edge.settings).
+        limits = self._limits = settings.current()
+        self._max_header_bytes = limits.max_header_bytes
+        self._header_timeout = limits.header_timeout
+        self._body_timeout = limits.body_timeout
+        self.timeout_keep_alive = limits.keep_alive_timeout
         self._awaiting_head = True  # between messages, or inside a request head
         self._head_bytes = 0  # raw bytes of an unfinished head
         self._header_bytes = 0  # request line and header fields, as parsed
@@ -137,7 +118,7 @@ class HttpProtocol(HttpToolsProtocol):
         self._last_data = self.loop.time()
         whole_chunk_in_head = self._awaiting_head
         if whole_chunk_in_head and self._head_timer is None:
-            self._head_timer = self.loop.call_later(HEADER_TIMEOUT, self._head_timed_out)
+            self._head_timer = self.loop.call_later(self._header_timeout, self._head_timed_out)
         messages = self._messages
         try:
             self.parser.feed_data(data)
@@ -154,10 +135,10 @@ class HttpProtocol(HttpToolsProtocol):
         if self._awaiting_head:
             if whole_chunk_in_head and messages == self._messages:
                 self._head_bytes += len(data)
-                if self._head_bytes > MAX_HEADER_BYTES:
-                    self._refuse(*HEAD_TOO_LARGE)
+                if self._head_bytes > self._max_header_bytes:
+                    self._refuse(*_head_too_large(self._limits))
         elif self._body_timer is None and self.cycle is not None and self.cycle.more_body:
-            self._body_timer = self.loop.call_later(BODY_TIMEOUT + _BODY_GRACE, self._body_stalled)
+            self._body_timer = self.loop.call_later(self._body_timeout + _BODY_GRACE, self._body_stalled)
 
     # parser callbacks
 
@@ -165,7 +146,7 @@ class HttpProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._header_bytes = 0
         if self._head_timer is None:  # began in the chunk that ended the message before it
-            self._head_timer = self.loop.call_later(HEADER_TIMEOUT, self._head_timed_out)
+            self._head_timer = self.loop.call_later(self._header_timeout, self._head_timed_out)
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
@@ -178,8 +159,8 @@ class HttpProtocol(HttpToolsProtocol):
 
     def _count(self, size: int) -> None:
         self._header_bytes += size
-        if self._header_bytes > MAX_HEADER_BYTES:
-            raise _Refusal(*HEAD_TOO_LARGE)
+        if self._header_bytes > self._max_header_bytes:
+            raise _Refusal(*_head_too_large(self._limits))
 
     def on_headers_complete(self) -> None:
         self._cancel_head_timer()
@@ -273,16 +254,16 @@ class HttpProtocol(HttpToolsProtocol):
     def _head_timed_out(self) -> None:
         self._head_timer = None
         if self.flow.read_paused:  # the gateway stopped reading (back-pressure): not the client's delay
-            self._head_timer = self.loop.call_later(HEADER_TIMEOUT, self._head_timed_out)
+            self._head_timer = self.loop.call_later(self._header_timeout, self._head_timed_out)
             return
-        self._refuse(*HEAD_TIMED_OUT)
+        self._refuse(*_head_timed_out(self._limits))
 
     def _body_stalled(self) -> None:
         self._body_timer = None
         cycle = self.cycle
         if self._awaiting_head or cycle is None or not cycle.more_body or self.transport.is_closing():
             return
-        limit = BODY_TIMEOUT + _BODY_GRACE
+        limit = self._body_timeout + _BODY_GRACE
         idle = self.loop.time() - self._last_data
         waiting_on_gateway = (
             self.flow.read_paused  # back-pressure: the app has not taken what it was sent
@@ -292,7 +273,7 @@ class HttpProtocol(HttpToolsProtocol):
         if idle < limit or waiting_on_gateway:
             self._body_timer = self.loop.call_later(max(limit - idle, 0.05) if idle < limit else limit, self._body_stalled)
             return
-        self._refuse(*BODY_TIMED_OUT)
+        self._refuse(*_body_timed_out(self._limits))
 
     def _cancel_head_timer(self) -> None:
         if self._head_timer is not None:

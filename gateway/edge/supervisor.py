@@ -1,31 +1,16 @@
 """``stackgate run --workers N``: uvicorn's supervisor, with three changes.
 
-- **One listening socket per worker**, all bound to the same address with
-  ``SO_REUSEPORT``: the kernel spreads new connections over the workers. With
-  uvicorn's one shared socket, the worker that wakes first drains the whole
-  accept queue, and a burst of connections (a client pool opening at once)
-  can land on one worker and leave the other cores idle: measured here, a
-  Django route at 16 connections ran at half speed in two of three runs. The
-  supervisor keeps every socket open, so a worker that dies and is replaced
-  loses no queued connection. The hash can split a keep-alive pool unevenly
-  for as long as it lives; each worker publishes its connections, and one
-  holding more than its share asks a client to reconnect
-  (``gateway.edge.balance``).
-- **SIGHUP reloads each worker's config in place** (the same checked reload
-  as with one worker) instead of replacing every worker, which would skip
-  the check, never report an invalid file at ``/_stackgate/status`` and drop
-  in-memory throttle counters.
-- **SIGUSR2 replaces the workers one at a time** (``stackgate restart``), for
-  what a reload cannot apply (a backend's ``threads``, its ``app``): the
-  config is checked first; the new worker serves the old one's socket and
-  must be ready before the old one is told to drain. A draining worker
-  accepts nothing more (the socket stays open in the supervisor and the new
-  worker, so nothing queued is lost), answers every further request with
-  ``Connection: close`` and stops once its connections have closed (idle
-  ones at the keep-alive timeout) or ``--graceful-timeout`` has passed. The
-  supervisor itself never restarts. Progress is shared with the workers
-  (``STATUS``) and shown at ``/_stackgate/status``.
+- One ``SO_REUSEPORT`` listening socket per worker, all kept open here, so a
+  replaced worker loses no queued connection (``gateway.edge.balance`` evens
+  out what the kernel's hash leaves uneven).
+- SIGHUP reloads each worker's config in place, checked as with one worker,
+  instead of replacing the workers (which would skip the check and drop
+  in-memory throttle counters).
+- SIGUSR2 (``stackgate restart``) replaces the workers one at a time: the
+  config is checked first, a new worker must be ready before the old one
+  drains; progress in ``STATUS``, shown at ``/_stackgate/status``.
 """
+# Why a socket per worker (measured): docs/performance.md#experiments-kept-and-dropped
 
 from __future__ import annotations
 

@@ -1,15 +1,9 @@
 """Shadow comparison: replay a safe request on the backend that did not serve it, and compare.
 
-The client's response is sent first and never changed; the copy runs in the
-background afterwards, as the same identity, and only for GET and HEAD (a
-write never runs twice). Statuses are compared, and bodies when both are JSON
-of one media type — as data, with ``mirror_ignore`` keys left out at any
-depth; any other pair is counted ``not_comparable`` and keeps nothing
-(``gateway.shadow.compare``). Every mismatch is kept with a readable diff,
-capped in size (the last ``[split].mirror_keep`` per route). Mirroring
-pauses by itself while the other backend's pool is saturated, and at most
-``IN_FLIGHT`` copies per route and backend are in flight at a time (more are
-skipped and counted), which bounds its cost.
+The copy runs after the client's response, as the same identity, for GET and
+HEAD only; ``gateway.shadow.compare`` compares. Mismatches are kept per route
+(``[split].mirror_keep``). It pauses while the other backend's pool is
+saturated, and skips (and counts) copies beyond ``IN_FLIGHT`` per route and backend.
 """
 
 from __future__ import annotations

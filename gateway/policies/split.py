@@ -1,25 +1,9 @@
 """A/B routing: a weighted, sticky split of one route between backends.
 
-Config::
-
-    [split]
-    override_roles = ["tester"]     # who may pick a backend with X-Stackgate-Backend
-
-    [[routes]]
-    prefix = "/v1"
-    split = { django = 90, flask = 10 }
-    mirror = true                   # compare the other backend's answer (safe methods only)
-
-A weight of 0 drains a backend: no client is sent to it (the others keep
-theirs), while mirroring still replays requests on it and testers may still
-pick it with ``X-Stackgate-Backend``. At least one weight must be positive.
-
-Stickiness needs no shared state: the backend is chosen by weighted
-rendezvous hashing of the route and the client's sticky key (the consumer id,
-or for anonymous clients the ``stackgate_variant`` cookie the gateway sets),
-so every worker and every gateway process chooses alike, and a weight change
-moves only the clients that must move — raising one backend's weight only
-moves clients *to* it.
+Sticky without shared state: the backend is chosen by weighted rendezvous
+hashing of the route and the client's sticky key (the consumer id, or the
+``stackgate_variant`` cookie), so every process chooses alike and a weight
+change moves only the clients that must move. A weight of 0 drains a backend.
 """
 
 from __future__ import annotations

@@ -1,34 +1,11 @@
 """Throttling with the ``limits`` library: exact on one worker, many workers and many hosts.
 
-Config::
-
-    [throttle]
-    storage = "memory://"            # or "redis://127.0.0.1:6379/0" for several workers/hosts
-    strategy = "sliding-window-counter"
-    on_store_error = "allow"         # or "deny"
-
-    [throttle.policies.standard]
-    rates = ["100/minute", "5000/day"]      # authenticated consumers
-    anonymous = ["20/minute"]               # clients without identity, keyed by IP
-    roles = { premium = ["1000/minute"] }   # overrides, first matching role wins
-    consumers = { bob = ["10/minute"] }     # overrides, win over roles
-
-    [[routes]]
-    throttle = "standard"
-
-A policy's counters are shared by every route that names it (a policy is one
-quota). Authenticated clients are keyed by consumer id; anonymous ones by the
-client address (``[gateway].trusted_proxies`` decides when
-``X-Forwarded-For`` is believed; IPv6 clients are keyed by their /64).
-Responses of a throttled route carry ``RateLimit-Policy`` and ``RateLimit``
-(draft-ietf-httpapi-ratelimit-headers); a refusal is a 429 with
-``Retry-After``.
-
-Rates are counted in order; the first that refuses ends the request (the
-ones before it have counted it). On Redis, the default strategy costs one
-script call per request for all its rates, shared with the requests that
-overlap it (``gateway.storage.redis_window``); the others take limits'
-two calls per rate.
+A policy (``[throttle.policies.NAME]``, README) is one quota shared by every
+route naming it, keyed by consumer id, or by client address for anonymous
+clients (IPv6 by its /64). Rates are counted in order and the first that
+refuses ends the request: a 429 with ``Retry-After``; throttled responses carry
+``RateLimit-Policy`` and ``RateLimit``. On Redis the default strategy takes one
+script call per request (``gateway.storage.redis_window``).
 """
 
 from __future__ import annotations

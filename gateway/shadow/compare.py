@@ -1,21 +1,10 @@
 """Compare two backends' answers to one request: status, and the body as data.
 
-Like is compared with like. The statuses always are. The bodies are when
-both are JSON of one media type (``application/json``, or one ``+json``
-type; parameters such as ``charset`` aside), as parsed values with the
-``mirror_ignore`` keys left out at any depth; or when both are empty (HEAD,
-204, 304). Any other pair (HTML against JSON, text against text, JSON of two
-media types) is ``not_comparable``: counted, but no body is kept. If the
-statuses differ too, it is a mismatch all the same, and its diff shows the
-two statuses and content types, never the bodies.
-
-A mismatch comes with a unified diff of both answers (status line first,
-JSON pretty-printed with sorted keys), cut at ``DIFF_MAX_LINES`` lines or
-``DIFF_MAX_BYTES`` bytes, whichever comes first, and then flagged
-``truncated``.
-
-Used by the mirror in the gateway's process and, for WSGI stacks, inside the
-shadow process, so that parsing and diffing never cost the event loop.
+Bodies are compared when both are JSON of one media type (``mirror_ignore``
+keys left out at any depth) or both empty; any other pair is
+``not_comparable`` and keeps no body. A mismatch carries a unified diff, cut
+at ``DIFF_MAX_LINES`` or ``DIFF_MAX_BYTES`` and then flagged ``truncated``.
+Used by the mirror in the gateway's process and inside the shadow process.
 """
 
 from __future__ import annotations

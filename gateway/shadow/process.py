@@ -1,29 +1,14 @@
 """Shadow copies to WSGI stacks, run and compared in a process of their own.
 
-A shadow copy costs about what the client's request cost. Run in the
-gateway's process it would compete for the GIL with the *next* client
-request; in a process of its own it runs on another core. That process
-loads the WSGI apps by their import strings, runs one copy at a time, and
-compares the answer with the served one there (``gateway.shadow.compare``),
-so only a small result comes back. It runs at the lowest CPU priority
-(Linux's ``SCHED_IDLE``, elsewhere ``nice`` 19), and rests after each copy so
-that it runs copies at most ``[split].mirror_duty_cycle`` of the time: a copy
-running beside a client's request slows it even at the lowest priority
-(shared caches, shared host cores). On a busy machine copies wait, and beyond
-the mirror's queue they are skipped and counted: mirroring pauses by itself.
-A starved copy holds no lock a client waits for: PostgreSQL readers never
-block writers, and the embedded SQLite database runs in WAL mode.
-
-The channel is one Unix socket with length-prefixed pickles, read by the
-event loop itself: no executor, no feeder or result threads taking the GIL.
-The process is started with the gateway (``warm``) so that the first copies
-do not wait for the stacks to import, and replaced when it dies (after a
-pause that doubles, up to a minute, while it keeps dying young). However
-many callers ask for it at once, one process starts; every process that
-ends is collected (never left ``<defunct>``), and the gateway's shutdown
-waits for it (``aclose``). What it writes to the shared stderr is JSON lines,
-and a closed channel ends it quietly.
+In the gateway's process a copy would compete for the GIL with the next client
+request. This process loads the WSGI apps by import string, runs one copy at a
+time at the lowest CPU priority, rests to stay within
+``[split].mirror_duty_cycle``, and sends back only the comparison, over one
+Unix socket of length-prefixed pickles read by the event loop. It starts with
+the gateway (``warm``), is replaced when it dies (after a pause that doubles,
+up to a minute) and always reaped (``aclose``).
 """
+# Why (a copy's cost, SCHED_IDLE, WAL): docs/performance.md#shadow-comparison-cost-issue-5s-within-10-
 
 from __future__ import annotations
 

@@ -1,20 +1,12 @@
 """The sliding-window counter on Redis in one round trip per request, concurrent requests in one pipeline.
 
-limits' Redis strategy costs two script calls per rate and request (``hit``,
-then ``get_window_stats`` for the headers), and redis-py's per-command work
-(a pool checkout, packing, one socket write, parsing) is most of what the
-throttle costs: about 150 µs of a worker's CPU per request here. This module
-runs one script that takes every rate of the request at once and answers the
-verdict with the window state, and sends the calls that arrive while one is
-on the wire together as one pipeline (no MULTI/EXEC), so under load a request
-costs a share of a round trip. The keys, their expiry and the counting are
-limits' own (``{LIMITER/…}`` and ``{LIMITER/…}/-1`` under the key prefix), so
-this and limits' strategy count the same windows and can run side by side.
-
-Rates are taken in order and the first that refuses stops the request: the
-rates before it have counted it, the ones after it have not (what limits'
-``hit`` loop did before).
+One script takes every rate of a request and answers the verdict with the
+window state; calls that arrive while one is on the wire go out together (no
+MULTI/EXEC). Keys, expiry and counting are limits' own, so limits' strategy
+can run beside it. Rates are taken in order; the first that refuses stops the
+request (the ones before it have counted it).
 """
+# Why (limits' two script calls per rate): docs/performance.md#the-redis-throttle
 
 from __future__ import annotations
 

@@ -1,27 +1,4 @@
-"""Authentication and authorization, shared by every backend: the ``auth`` policy.
-
-Config (see docs/auth.md)::
-
-    [auth]
-    default = "required"           # routes without `auth`: "required" | "optional" | "none"
-
-    [auth.failure_rates]           # failed attempts allowed before a 429
-    address = ["30/minute", "300/hour"]
-    address_identity = ["10/minute", "60/hour"]
-
-    [auth.jwt.corp]                # bearer tokens of one issuer
-    issuer = "https://id.example.com"
-    algorithms = ["RS256"]
-    jwks_file = "keys/corp.jwks.json"
-
-    [consumers.alice]
-    roles = ["user"]
-    api_keys = ["sha256:<hex>"]    # `stackgate keys new alice`
-    password = "$argon2id$..."     # `stackgate password alice`
-
-    [[routes]]
-    auth = "required"
-    roles = ["user"]               # any one of them grants access
+"""Authentication and authorization, shared by every backend: the ``auth`` policy (docs/auth.md).
 
 Modules: ``schema`` (the config tables), ``apikey``, ``bearer`` and ``basic``
 (one per scheme), ``guard`` (failed attempts counted, and refused with a 429

@@ -1,20 +1,10 @@
 """HTTP Basic against argon2 or bcrypt hashes: slow on purpose, so done off the event loop.
 
-Verifications run on a small pool of their own, ``VERIFY_THREADS`` (half the
-process's cores, 1 to 4), and at most ``VERIFY_QUEUE`` more wait for it;
-beyond that a request is refused at once (503 ``auth_busy``). So a flood of
-guesses costs at most those threads' CPU and memory (argon2's default costs
-64 MiB per verification), never a thread of either stack's pool, and never
-an unbounded queue. (The failure rates in ``guard`` stop most floods before
-they get here.) A user name with no password is checked against a dummy
-hash of the same algorithm and costs as the configured ones, so unknown and
-known names take the same time.
-
-A successful verification is remembered for ``[auth] basic_cache_ttl``
-seconds, keyed by (consumer, stored hash, HMAC of the password with a key
-made at process start), so a client repeating the same credentials costs one
-HMAC — and a changed password hash in the config invalidates what was
-remembered.
+Verifications run on a pool of their own (``VERIFY_THREADS``, at most
+``VERIFY_QUEUE`` waiting, 503 ``auth_busy`` beyond), never a stack's thread. An
+unknown user is checked against a dummy hash, so it takes as long. A success is
+remembered ``[auth] basic_cache_ttl`` seconds, keyed by an HMAC of the password
+(docs/auth.md, "Credentials").
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
 """JWT bearer tokens (PyJWT): issuers from the config, each with its own keys and algorithms.
 
-A token is matched to an issuer by its (unverified) ``iss`` claim, then
-verified strictly with that issuer's keys and nothing else: its algorithms
-only (never ``none``; HMAC with a ``secret``, public-key algorithms with a
-``jwks_file``, never both, so no public key can serve as an HMAC secret),
-``exp`` required, ``nbf`` honoured, ``iss`` and (when configured) ``aud``
-checked. JWKS files are read and every key prepared when the config loads.
+A token is matched to its issuer by its unverified ``iss``, then verified with
+that issuer's keys and algorithms alone (never ``none``; a ``secret`` or a
+``jwks_file``, never both), ``exp`` required (docs/auth.md).
 """
 
 from __future__ import annotations

@@ -1,30 +1,10 @@
 """Failed authentication is rate-limited, before any password is hashed: ``[auth.failure_rates]``.
 
-A request whose credentials prove nothing is a failure, counted twice: for
-its client address, and for its address with the identity it claimed (the
-Basic user name, the API key, the token's issuer and subject). Once either
-counter is spent, the address is answered 429 ``too_many_auth_failures``
-with ``Retry-After``:
-
-- HTTP Basic is checked against the counters *before* the password: a
-  refused guess costs no hashing, and no look-up in the cache of recent
-  successes either (a cache hit answering 200 while misses answer 429 would
-  tell right from wrong at full speed);
-- an API key or a token is checked first (microseconds, and neither can be
-  guessed), so a valid one is always accepted; a failure beyond the rate
-  is answered 429 instead of 401.
-
-Successful requests are never counted, and no counter covers an identity
-alone, so failures from other addresses never lock a consumer out. A
-credential of a scheme the route does not take was never tried and is not
-counted either.
-
-The counters live in the throttle's storage (``[throttle] storage``: this
-worker's memory, or Redis shared by every worker and host), under their own
-namespace, and ``[throttle] on_store_error`` decides what happens while it
-is unreachable. Basic checks still running in this process count against
-the counters too, so a burst of guesses cannot all pass the check before
-the first failure is counted.
+A failure counts for its client address, and for the address with the
+identity it claimed; once either is spent, a 429 ``too_many_auth_failures``.
+Basic is checked against the counters before the password; API keys and
+tokens after (a valid one always passes). Successes never count. The counters
+live in ``[throttle] storage`` (docs/auth.md, "Failed authentication").
 """
 
 from __future__ import annotations

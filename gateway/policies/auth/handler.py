@@ -1,17 +1,9 @@
 """The auth policy's handler: who is calling (authenticate), may they (authorize).
 
-A request carries at most one credential: one ``X-API-Key`` or one
-``Authorization`` (``Bearer`` or ``Basic``); several, or both, are refused.
-No credential: anonymous, which only an ``auth = "optional"`` route lets
-through; a credential that proves nothing is refused on every route that
-checks them, optional ones included. The result travels in the scope
-(``stackgate.identity``, ``stackgate.roles``, ``stackgate.auth_scheme``) and
-as gateway-set headers (``X-Consumer-Id``, ``X-Consumer-Roles``,
-``X-Auth-Scheme``); the credential itself is removed unless the route sets
-``forward_credentials``.
-
-Failures are counted and, beyond ``[auth.failure_rates]``, refused with a
-429 before anything costly runs (``guard``).
+At most one credential per request (``X-API-Key`` or ``Authorization``). The
+identity travels in the scope and as gateway-set headers (``X-Consumer-Id``,
+``X-Consumer-Roles``, ``X-Auth-Scheme``); the credential is removed unless the
+route sets ``forward_credentials``. Failures go through ``guard`` first.
 """
 
 from __future__ import annotations
