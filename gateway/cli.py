@@ -54,6 +54,8 @@ def backend_problems(config: Config) -> list[str]:
 
     os.environ["STACKGATE_CONFIG"] = str(Path(config.source).resolve())
     os.environ.pop("SCRIPT_NAME", None)
+    os.environ["STACKGATE_MIGRATE"] = "0"  # an app that migrates on import (the demo's) does not here
+    use_app_dir(config.source)
     problems = []
     for name, backend_config in config.backends.items():
         import_string = getattr(backend_config, "app", None)
@@ -69,9 +71,25 @@ def backend_problems(config: Config) -> list[str]:
         try:
             if import_string and not callable(getattr(backend, "app", None)):
                 problems.append(f'{where}: "{import_string}" is {type(backend.app).__name__}, not an application (a callable)')
+            wanted = getattr(backend_config, "django_settings", None)
+            running = _django_settings_module()
+            if wanted and running and running != wanted:
+                problems.append(
+                    f'{config.source}: backends.{name}.django_settings: "{wanted}", but Django runs "{running}" '
+                    "(set by the environment's DJANGO_SETTINGS_MODULE or by an app imported before): "
+                    "one process runs one Django settings module"
+                )
         finally:
             asyncio.run(backend.shutdown())
     return problems
+
+
+def _django_settings_module() -> Optional[str]:
+    """The settings module Django has been configured with in this process, if it has."""
+    django_conf = sys.modules.get("django.conf")
+    if django_conf is None or not django_conf.settings.configured:
+        return None
+    return getattr(django_conf.settings, "SETTINGS_MODULE", None)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -155,79 +173,67 @@ def cmd_password(args: argparse.Namespace) -> int:
     return 0
 
 
-def migrate(verbosity: int = 1) -> None:
-    """Apply Django's migrations: they own the schema both stacks use.
+def use_app_dir(config_path: str) -> None:
+    """Make the config file's folder importable, as uvicorn's ``--app-dir``: a project's
+    ``config.toml`` beside ``mysite/`` finds ``mysite.wsgi`` from wherever ``stackgate`` runs.
 
-    On SQLite, processes that start together (``uvicorn --workers N``) take turns.
+    Also put first in ``PYTHONPATH``, for the processes the gateway starts.
     """
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backends.django_site.settings")
-    import fcntl
-
-    import django
-    from django.core.management import call_command
-    from django.db import connection
-
-    django.setup()
-    if connection.vendor != "sqlite" or str(connection.settings_dict["NAME"]).startswith(":memory:"):
-        call_command("migrate", interactive=False, verbosity=verbosity)
-        return
-    with open(f"{connection.settings_dict['NAME']}.migrate-lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        call_command("migrate", interactive=False, verbosity=verbosity)
+    folder = str(Path(config_path).resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if folder not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([folder, *paths])
 
 
-def migrate_embedded() -> None:
-    """What ``stackgate run`` and ``gateway.asgi`` do first: migrate the embedded SQLite database.
-
-    With ``DATABASE_URL`` set (PostgreSQL) the schema is the operator's to apply: ``stackgate migrate``.
-    """
-    if os.environ.get("DATABASE_URL"):
-        return
-    import asyncio
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        migrate(verbosity=0)
-        return
-    # Imported inside a server's event loop (uvicorn --workers/--reload load the app there):
-    # Django's ORM refuses to run in an async context, so the migrations get a thread of their own.
-    from concurrent.futures import ThreadPoolExecutor
-
-    def migrate_and_close() -> None:
-        from django.db import connections
-
-        try:
-            migrate(verbosity=0)
-        finally:
-            connections.close_all()
-
-    with ThreadPoolExecutor(1, thread_name_prefix="stackgate-migrate") as pool:
-        pool.submit(migrate_and_close).result()
-
-
-def cmd_migrate(args: argparse.Namespace) -> int:
-    migrate(verbosity=args.verbosity)
-    return 0
+def django_backend(config: Config) -> Optional[str]:
+    """The name of the backend that names a Django settings module (``django_settings``), if any."""
+    return next((name for name, b in config.backends.items() if getattr(b, "django_settings", None)), None)
 
 
 def _setup_django(config: Config) -> bool:
-    """Import the config's in-process apps until one has configured Django; False when none runs it."""
-    from django.conf import settings
-
-    from gateway.backends.base import load_app
-
-    for backend in config.backends.values():
-        if settings.configured:
-            break
-        if getattr(backend, "kind", None) in ("wsgi", "asgi"):
-            load_app(backend.app)
-    if not settings.configured:
+    """Configure Django with the settings module of the config's Django backend (its
+    ``django_settings``); False when no backend names one."""
+    name = django_backend(config)
+    if name is None:
         return False
+    config.backends[name].use_django_settings()
     import django
 
     django.setup()
     return True
+
+
+_NO_DJANGO = 'no backend runs Django: give the Django backend django_settings, e.g. django_settings = "mysite.settings"'
+
+
+def migrate_before_serving(config: Config) -> bool:
+    """What ``stackgate run`` and ``gateway.asgi`` do first: apply the migrations of the Django
+    backend that has ``migrate = true`` (none by default). True when it did."""
+    name = next((name for name, b in config.backends.items() if getattr(b, "migrate", False)), None)
+    if name is None:
+        return False
+    from gateway import migrations
+
+    config.backends[name].use_django_settings()
+    migrations.migrate(verbosity=0)
+    return True
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """``migrate``: Django's migrations for the config's Django backend, whatever its ``migrate``."""
+    config = _load(args.config)
+    if config is None:
+        return 1
+    use_app_dir(config.source)
+    if not _setup_django(config):
+        print(f"{args.config}: {_NO_DJANGO}", file=sys.stderr)
+        return 1
+    from gateway import migrations
+
+    migrations.migrate(verbosity=args.verbosity)
+    return 0
 
 
 def cmd_createsuperuser(args: argparse.Namespace) -> int:
@@ -235,8 +241,9 @@ def cmd_createsuperuser(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return 1
+    use_app_dir(config.source)
     if not _setup_django(config):
-        print(f"{args.config}: no backend runs Django (a wsgi or asgi backend whose app configures Django settings)", file=sys.stderr)
+        print(f"{args.config}: {_NO_DJANGO}", file=sys.stderr)
         return 1
     if not args.noinput and not sys.stdin.isatty():
         print(
@@ -248,7 +255,7 @@ def cmd_createsuperuser(args: argparse.Namespace) -> int:
     from django.core.management import call_command
     from django.core.management.base import CommandError
 
-    migrate_embedded()
+    migrate_before_serving(config)
     options = {"interactive": not args.noinput, "verbosity": 1}
     if args.username:
         options["username"] = args.username
@@ -296,8 +303,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         # Every worker writes its samples here; any worker answers /_stackgate/metrics with the sum.
         metrics_dir = tempfile.mkdtemp(prefix="stackgate-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    migrate_embedded()  # the embedded SQLite default works on the first request
-    os.environ["STACKGATE_MIGRATE"] = "0"  # done once here, not again in each worker
+    use_app_dir(path)
+    if migrate_before_serving(config):  # migrate = true: the schema is there on the first request
+        os.environ["STACKGATE_MIGRATE"] = "0"  # done once here, not again in each worker
     settings = dict(
         host=args.host,
         port=args.port,
@@ -433,7 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
     routes = verbs.add_parser("routes", help="print the route table of a config file")
     routes.add_argument("config", nargs="?", default=DEFAULT_PATH)
 
-    mig = verbs.add_parser("migrate", help="apply the database schema (Django migrations)")
+    mig = verbs.add_parser("migrate", help="apply the Django backend's migrations (the one with django_settings)")
+    mig.add_argument("--config", default=os.environ.get("STACKGATE_CONFIG", DEFAULT_PATH), help="config file (default: ./config.toml)")
     mig.add_argument("--verbosity", type=int, default=1)
 
     keys = verbs.add_parser("keys", help="make API keys")
