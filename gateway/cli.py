@@ -269,6 +269,84 @@ def cmd_createsuperuser(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stack_option(value: str) -> tuple[str, str]:
+    name, sep, rest = value.partition("=")
+    if not sep or not rest:
+        raise argparse.ArgumentTypeError(f'"{value}" must be NAME=VALUE, e.g. django=/v2')
+    return name, rest
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """``init``: a commented config.toml for the Django and Flask apps of this folder, checked as ``check`` does."""
+    from gateway import scaffold
+
+    output = Path(args.output)
+    folder = output.resolve().parent
+    if output.exists() and not args.force:
+        print(f"{output}: exists; stackgate init leaves it alone (--force: replace it)", file=sys.stderr)
+        return 1
+    apps = {"django": args.django or scaffold.find_django(folder), "flask": args.flask or scaffold.find_flask(folder)}
+    prefixes = dict(scaffold.DEFAULT_PREFIXES)
+    for name, prefix in args.prefix:
+        if name not in scaffold.STACKS:
+            print(f"--prefix {name}={prefix}: the stacks are {' and '.join(scaffold.STACKS)}", file=sys.stderr)
+            return 1
+        prefixes[name] = prefix
+    stacks = []
+    for name in scaffold.STACKS:
+        if apps[name]:
+            stack = scaffold.Stack(name, apps[name], prefixes[name])
+            if name == "django":
+                stack.django_settings = args.django_settings or scaffold.django_settings_of(apps[name], folder)
+            stacks.append(stack)
+    if not stacks:
+        print(
+            f"{folder}: found no Django project (PKG/wsgi.py) and no Flask app (app = Flask(...) or def create_app()); "
+            'name them: stackgate init --django mysite.wsgi:application --flask "myapp:create_app()"',
+            file=sys.stderr,
+        )
+        return 1
+    keys = scaffold.Keys()
+    text = scaffold.render(stacks, keys, rate=args.rate, project=folder.name)
+    # Checked before it is written: the file as it would be, then every app imported as `check` does.
+    draft = output.with_name(f".{output.name}.init")
+    draft.write_text(text)
+    try:
+        try:
+            config = load_config(str(draft))
+        except ConfigError as exc:
+            problems = [p.replace(str(draft), str(output)) for p in exc.problems]
+        else:
+            problems = [p.replace(str(draft), str(output)) for p in backend_problems(config)]
+        if problems:
+            for problem in problems:
+                print(problem, file=sys.stderr)
+            print(f"{output}: not written", file=sys.stderr)
+            return 1
+        os.replace(draft, output)
+    finally:
+        draft.unlink(missing_ok=True)
+    print(f"Wrote {output}:")
+    for stack in stacks:
+        extra = f" (settings {stack.django_settings})" if stack.django_settings else ""
+        print(f"  {stack.name:7} {stack.app}{extra} at {stack.prefix}")
+    print()
+    print("API keys, shown only this once (the config keeps their hashes):")
+    print(f"  {scaffold.CONSUMER} (role user): {keys.consumer}")
+    print(f"  {scaffold.ADMIN} (role admin, for /_stackgate/): {keys.admin}")
+    first = stacks[0]
+    config_arg = "" if output.resolve() == Path(DEFAULT_PATH).resolve() else f" --config {output}"
+    print()
+    print("Next:")
+    print(f"  stackgate check{' ' + str(output) if config_arg else ''}")
+    if any(s.django_settings for s in stacks):
+        print(f"  stackgate migrate{config_arg}     # your Django database's schema, if it is not there yet")
+    print(f"  stackgate run{config_arg}")
+    print(f'  curl -H "X-API-Key: {keys.consumer}" http://127.0.0.1:8000{first.prefix}/')
+    print("  stackgate keys new NAME     # a key for each further consumer")
+    return 0
+
+
 def run_warnings(config: Config, workers: int) -> list[str]:
     """What ``stackgate run`` warns about before serving (it serves all the same)."""
     warnings = []
@@ -415,6 +493,7 @@ VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
     "password": cmd_password,
     "createsuperuser": cmd_createsuperuser,
     "restart": cmd_restart,
+    "init": cmd_init,
 }
 
 
@@ -464,6 +543,22 @@ def build_parser() -> argparse.ArgumentParser:
     superuser.add_argument("--email", help="the user's email address")
     superuser.add_argument("--noinput", "--no-input", action="store_true",
                            help="ask nothing: the password comes from DJANGO_SUPERUSER_PASSWORD")
+    init = verbs.add_parser(
+        "init",
+        help="write a commented config.toml for this folder's Django and Flask apps",
+        description="Write a config.toml for existing apps: found in this folder (a Django project's PKG/wsgi.py, "
+        "a Flask app or create_app factory) or named; each is imported to check it. Auth is on, with a fresh "
+        "API key for a first consumer and for an admin, printed once.",
+    )
+    init.add_argument("--django", metavar="IMPORT", help='the Django app, e.g. "mysite.wsgi:application" (default: found)')
+    init.add_argument("--django-settings", metavar="MODULE", help='its settings module (default: found beside it, e.g. "mysite.settings")')
+    init.add_argument("--flask", metavar="IMPORT", help='the Flask app, e.g. "myapp:app" or "myapp:create_app()" (default: found)')
+    init.add_argument("--prefix", metavar="STACK=PREFIX", type=_stack_option, action="append", default=[],
+                      help="the public prefix of a stack, e.g. --prefix django=/v2 --prefix flask=/v1 (default: /django, /flask)")
+    init.add_argument("--rate", default="600/minute", help='requests each consumer may make (default: "600/minute")')
+    init.add_argument("--output", "-o", default=DEFAULT_PATH, help="the file to write (default: ./config.toml)")
+    init.add_argument("--force", action="store_true", help="replace the file if it exists")
+
     restart = verbs.add_parser("restart", help="replace the workers of stackgate run --workers N one at a time")
     target = restart.add_mutually_exclusive_group(required=True)
     target.add_argument("--pid-file", help="the file stackgate run --pid-file wrote")
