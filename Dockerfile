@@ -26,6 +26,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONPATH=/app \
     STACKGATE_CONFIG=/etc/stackgate/config.toml \
     STACKGATE_DATA_DIR=/data \
     STACKGATE_HOST=0.0.0.0 \
@@ -40,8 +41,9 @@ RUN groupadd --system --gid 10001 stackgate \
 
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
-COPY backends ./backends
 RUN pip install --no-cache-dir .
+# The demo stacks the default config serves: not in the wheel, importable from /app (PYTHONPATH).
+COPY backends ./backends
 
 # The demo config: the checks refuse it on 0.0.0.0. Mount your own folder over /etc/stackgate.
 COPY config.toml /etc/stackgate/config.toml

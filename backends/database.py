@@ -2,7 +2,8 @@
 
 ``DATABASE_URL`` when set, otherwise an SQLite file under the project's
 ``var/`` folder (or ``STACKGATE_DATA_DIR``). Django's migrations own the
-schema; Flask only maps the tables.
+schema; Flask only maps the tables. The embedded database gets its schema
+when either stack's ``wsgi`` module is imported (``ensure_embedded_schema``).
 """
 
 from __future__ import annotations
@@ -34,3 +35,17 @@ def sqlalchemy_url(url: str | None = None) -> str:
         if url.startswith(scheme):
             return "postgresql+psycopg://" + url[len(scheme):]
     return url
+
+
+def ensure_embedded_schema() -> None:
+    """Apply Django's migrations to the embedded SQLite database, so that either stack serves at once.
+
+    Not with ``DATABASE_URL`` (that schema is the operator's: ``stackgate migrate``), nor with
+    ``STACKGATE_MIGRATE=0`` (the gateway has applied them already, or ``stackgate check`` imports).
+    """
+    if os.environ.get("DATABASE_URL", "").strip() or os.environ.get("STACKGATE_MIGRATE", "1") == "0":
+        return
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backends.django_site.settings")
+    from gateway.migrations import migrate
+
+    migrate(verbosity=0)

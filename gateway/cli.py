@@ -54,6 +54,8 @@ def backend_problems(config: Config) -> list[str]:
 
     os.environ["STACKGATE_CONFIG"] = str(Path(config.source).resolve())
     os.environ.pop("SCRIPT_NAME", None)
+    os.environ["STACKGATE_MIGRATE"] = "0"  # an app that migrates on import (the demo's) does not here
+    use_app_dir(config.source)
     problems = []
     for name, backend_config in config.backends.items():
         import_string = getattr(backend_config, "app", None)
@@ -69,9 +71,25 @@ def backend_problems(config: Config) -> list[str]:
         try:
             if import_string and not callable(getattr(backend, "app", None)):
                 problems.append(f'{where}: "{import_string}" is {type(backend.app).__name__}, not an application (a callable)')
+            wanted = getattr(backend_config, "django_settings", None)
+            running = _django_settings_module()
+            if wanted and running and running != wanted:
+                problems.append(
+                    f'{config.source}: backends.{name}.django_settings: "{wanted}", but Django runs "{running}" '
+                    "(set by the environment's DJANGO_SETTINGS_MODULE or by an app imported before): "
+                    "one process runs one Django settings module"
+                )
         finally:
             asyncio.run(backend.shutdown())
     return problems
+
+
+def _django_settings_module() -> Optional[str]:
+    """The settings module Django has been configured with in this process, if it has."""
+    django_conf = sys.modules.get("django.conf")
+    if django_conf is None or not django_conf.settings.configured:
+        return None
+    return getattr(django_conf.settings, "SETTINGS_MODULE", None)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -156,79 +174,67 @@ def cmd_password(args: argparse.Namespace) -> int:
     return 0
 
 
-def migrate(verbosity: int = 1) -> None:
-    """Apply Django's migrations: they own the schema both stacks use.
+def use_app_dir(config_path: str) -> None:
+    """Make the config file's folder importable, as uvicorn's ``--app-dir``: a project's
+    ``config.toml`` beside ``mysite/`` finds ``mysite.wsgi`` from wherever ``stackgate`` runs.
 
-    On SQLite, processes that start together (``uvicorn --workers N``) take turns.
+    Also put first in ``PYTHONPATH``, for the processes the gateway starts.
     """
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backends.django_site.settings")
-    import fcntl
-
-    import django
-    from django.core.management import call_command
-    from django.db import connection
-
-    django.setup()
-    if connection.vendor != "sqlite" or str(connection.settings_dict["NAME"]).startswith(":memory:"):
-        call_command("migrate", interactive=False, verbosity=verbosity)
-        return
-    with open(f"{connection.settings_dict['NAME']}.migrate-lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        call_command("migrate", interactive=False, verbosity=verbosity)
+    folder = str(Path(config_path).resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if folder not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([folder, *paths])
 
 
-def migrate_embedded() -> None:
-    """What ``stackgate run`` and ``gateway.asgi`` do first: migrate the embedded SQLite database.
-
-    With ``DATABASE_URL`` set (PostgreSQL) the schema is the operator's to apply: ``stackgate migrate``.
-    """
-    if os.environ.get("DATABASE_URL"):
-        return
-    import asyncio
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        migrate(verbosity=0)
-        return
-    # Imported inside a server's event loop (uvicorn --workers/--reload load the app there):
-    # Django's ORM refuses to run in an async context, so the migrations get a thread of their own.
-    from concurrent.futures import ThreadPoolExecutor
-
-    def migrate_and_close() -> None:
-        from django.db import connections
-
-        try:
-            migrate(verbosity=0)
-        finally:
-            connections.close_all()
-
-    with ThreadPoolExecutor(1, thread_name_prefix="stackgate-migrate") as pool:
-        pool.submit(migrate_and_close).result()
-
-
-def cmd_migrate(args: argparse.Namespace) -> int:
-    migrate(verbosity=args.verbosity)
-    return 0
+def django_backend(config: Config) -> Optional[str]:
+    """The name of the backend that names a Django settings module (``django_settings``), if any."""
+    return next((name for name, b in config.backends.items() if getattr(b, "django_settings", None)), None)
 
 
 def _setup_django(config: Config) -> bool:
-    """Import the config's in-process apps until one has configured Django; False when none runs it."""
-    from django.conf import settings
-
-    from gateway.backends.base import load_app
-
-    for backend in config.backends.values():
-        if settings.configured:
-            break
-        if getattr(backend, "kind", None) in ("wsgi", "asgi"):
-            load_app(backend.app)
-    if not settings.configured:
+    """Configure Django with the settings module of the config's Django backend (its
+    ``django_settings``); False when no backend names one."""
+    name = django_backend(config)
+    if name is None:
         return False
+    config.backends[name].use_django_settings()
     import django
 
     django.setup()
     return True
+
+
+_NO_DJANGO = 'no backend runs Django: give the Django backend django_settings, e.g. django_settings = "mysite.settings"'
+
+
+def migrate_before_serving(config: Config) -> bool:
+    """What ``stackgate run`` and ``gateway.asgi`` do first: apply the migrations of the Django
+    backend that has ``migrate = true`` (none by default). True when it did."""
+    name = next((name for name, b in config.backends.items() if getattr(b, "migrate", False)), None)
+    if name is None:
+        return False
+    from gateway import migrations
+
+    config.backends[name].use_django_settings()
+    migrations.migrate(verbosity=0)
+    return True
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """``migrate``: Django's migrations for the config's Django backend, whatever its ``migrate``."""
+    config = _load(args.config)
+    if config is None:
+        return 1
+    use_app_dir(config.source)
+    if not _setup_django(config):
+        print(f"{args.config}: {_NO_DJANGO}", file=sys.stderr)
+        return 1
+    from gateway import migrations
+
+    migrations.migrate(verbosity=args.verbosity)
+    return 0
 
 
 def cmd_createsuperuser(args: argparse.Namespace) -> int:
@@ -236,8 +242,9 @@ def cmd_createsuperuser(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return 1
+    use_app_dir(config.source)
     if not _setup_django(config):
-        print(f"{args.config}: no backend runs Django (a wsgi or asgi backend whose app configures Django settings)", file=sys.stderr)
+        print(f"{args.config}: {_NO_DJANGO}", file=sys.stderr)
         return 1
     if not args.noinput and not sys.stdin.isatty():
         print(
@@ -249,7 +256,7 @@ def cmd_createsuperuser(args: argparse.Namespace) -> int:
     from django.core.management import call_command
     from django.core.management.base import CommandError
 
-    migrate_embedded()
+    migrate_before_serving(config)
     options = {"interactive": not args.noinput, "verbosity": 1}
     if args.username:
         options["username"] = args.username
@@ -260,6 +267,84 @@ def cmd_createsuperuser(args: argparse.Namespace) -> int:
     except CommandError as exc:
         print(f"stackgate createsuperuser: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _stack_option(value: str) -> tuple[str, str]:
+    name, sep, rest = value.partition("=")
+    if not sep or not rest:
+        raise argparse.ArgumentTypeError(f'"{value}" must be NAME=VALUE, e.g. django=/v2')
+    return name, rest
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """``init``: a commented config.toml for the Django and Flask apps of this folder, checked as ``check`` does."""
+    from gateway import scaffold
+
+    output = Path(args.output)
+    folder = output.resolve().parent
+    if output.exists() and not args.force:
+        print(f"{output}: exists; stackgate init leaves it alone (--force: replace it)", file=sys.stderr)
+        return 1
+    apps = {"django": args.django or scaffold.find_django(folder), "flask": args.flask or scaffold.find_flask(folder)}
+    prefixes = dict(scaffold.DEFAULT_PREFIXES)
+    for name, prefix in args.prefix:
+        if name not in scaffold.STACKS:
+            print(f"--prefix {name}={prefix}: the stacks are {' and '.join(scaffold.STACKS)}", file=sys.stderr)
+            return 1
+        prefixes[name] = prefix
+    stacks = []
+    for name in scaffold.STACKS:
+        if apps[name]:
+            stack = scaffold.Stack(name, apps[name], prefixes[name])
+            if name == "django":
+                stack.django_settings = args.django_settings or scaffold.django_settings_of(apps[name], folder)
+            stacks.append(stack)
+    if not stacks:
+        print(
+            f"{folder}: found no Django project (PKG/wsgi.py) and no Flask app (app = Flask(...) or def create_app()); "
+            'name them: stackgate init --django mysite.wsgi:application --flask "myapp:create_app()"',
+            file=sys.stderr,
+        )
+        return 1
+    keys = scaffold.Keys()
+    text = scaffold.render(stacks, keys, rate=args.rate, project=folder.name)
+    # Checked before it is written: the file as it would be, then every app imported as `check` does.
+    draft = output.with_name(f".{output.name}.init")
+    draft.write_text(text)
+    try:
+        try:
+            config = load_config(str(draft))
+        except ConfigError as exc:
+            problems = [p.replace(str(draft), str(output)) for p in exc.problems]
+        else:
+            problems = [p.replace(str(draft), str(output)) for p in backend_problems(config)]
+        if problems:
+            for problem in problems:
+                print(problem, file=sys.stderr)
+            print(f"{output}: not written", file=sys.stderr)
+            return 1
+        os.replace(draft, output)
+    finally:
+        draft.unlink(missing_ok=True)
+    print(f"Wrote {output}:")
+    for stack in stacks:
+        extra = f" (settings {stack.django_settings})" if stack.django_settings else ""
+        print(f"  {stack.name:7} {stack.app}{extra} at {stack.prefix}")
+    print()
+    print("API keys, shown only this once (the config keeps their hashes):")
+    print(f"  {scaffold.CONSUMER} (role user): {keys.consumer}")
+    print(f"  {scaffold.ADMIN} (role admin, for /_stackgate/): {keys.admin}")
+    first = stacks[0]
+    config_arg = "" if output.resolve() == Path(DEFAULT_PATH).resolve() else f" --config {output}"
+    print()
+    print("Next:")
+    print(f"  stackgate check{' ' + str(output) if config_arg else ''}")
+    if any(s.django_settings for s in stacks):
+        print(f"  stackgate migrate{config_arg}     # your Django database's schema, if it is not there yet")
+    print(f"  stackgate run{config_arg}")
+    print(f'  curl -H "X-API-Key: {keys.consumer}" http://127.0.0.1:8000{first.prefix}/')
+    print("  stackgate keys new NAME     # a key for each further consumer")
     return 0
 
 
@@ -297,8 +382,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         # Every worker writes its samples here; any worker answers /_stackgate/metrics with the sum.
         metrics_dir = tempfile.mkdtemp(prefix="stackgate-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    migrate_embedded()  # the embedded SQLite default works on the first request
-    os.environ["STACKGATE_MIGRATE"] = "0"  # done once here, not again in each worker
+    use_app_dir(path)
+    if migrate_before_serving(config):  # migrate = true: the schema is there on the first request
+        os.environ["STACKGATE_MIGRATE"] = "0"  # done once here, not again in each worker
     settings = dict(
         host=args.host,
         port=args.port,
@@ -448,6 +534,7 @@ VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
     "createsuperuser": cmd_createsuperuser,
     "restart": cmd_restart,
     "contract-diff": cmd_contract_diff,
+    "init": cmd_init,
 }
 
 
@@ -475,7 +562,8 @@ def build_parser() -> argparse.ArgumentParser:
     routes = verbs.add_parser("routes", help="print the route table of a config file")
     routes.add_argument("config", nargs="?", default=DEFAULT_PATH)
 
-    mig = verbs.add_parser("migrate", help="apply the database schema (Django migrations)")
+    mig = verbs.add_parser("migrate", help="apply the Django backend's migrations (the one with django_settings)")
+    mig.add_argument("--config", default=os.environ.get("STACKGATE_CONFIG", DEFAULT_PATH), help="config file (default: ./config.toml)")
     mig.add_argument("--verbosity", type=int, default=1)
 
     keys = verbs.add_parser("keys", help="make API keys")
@@ -497,6 +585,22 @@ def build_parser() -> argparse.ArgumentParser:
     superuser.add_argument("--email", help="the user's email address")
     superuser.add_argument("--noinput", "--no-input", action="store_true",
                            help="ask nothing: the password comes from DJANGO_SUPERUSER_PASSWORD")
+    init = verbs.add_parser(
+        "init",
+        help="write a commented config.toml for this folder's Django and Flask apps",
+        description="Write a config.toml for existing apps: found in this folder (a Django project's PKG/wsgi.py, "
+        "a Flask app or create_app factory) or named; each is imported to check it. Auth is on, with a fresh "
+        "API key for a first consumer and for an admin, printed once.",
+    )
+    init.add_argument("--django", metavar="IMPORT", help='the Django app, e.g. "mysite.wsgi:application" (default: found)')
+    init.add_argument("--django-settings", metavar="MODULE", help='its settings module (default: found beside it, e.g. "mysite.settings")')
+    init.add_argument("--flask", metavar="IMPORT", help='the Flask app, e.g. "myapp:app" or "myapp:create_app()" (default: found)')
+    init.add_argument("--prefix", metavar="STACK=PREFIX", type=_stack_option, action="append", default=[],
+                      help="the public prefix of a stack, e.g. --prefix django=/v2 --prefix flask=/v1 (default: /django, /flask)")
+    init.add_argument("--rate", default="600/minute", help='requests each consumer may make (default: "600/minute")')
+    init.add_argument("--output", "-o", default=DEFAULT_PATH, help="the file to write (default: ./config.toml)")
+    init.add_argument("--force", action="store_true", help="replace the file if it exists")
+
     restart = verbs.add_parser("restart", help="replace the workers of stackgate run --workers N one at a time")
     target = restart.add_mutually_exclusive_group(required=True)
     target.add_argument("--pid-file", help="the file stackgate run --pid-file wrote")

@@ -371,6 +371,16 @@ def _check_references(data: dict, routes: list[Optional[RouteConfig]], problems:
         successor = version.get("successor") if isinstance(version, dict) else None
         if isinstance(successor, str) and successor not in versions:
             problems.add(("versions", name, "successor"), f'unknown version "{successor}"; known: {_known(versions)}')
+    django = {n: b["django_settings"] for n, b in backends.items() if isinstance(b, dict) and isinstance(b.get("django_settings"), str)}
+    first, first_module = next(iter(django.items()), (None, None))
+    for name, module in django.items():
+        if module == first_module:  # two backends of one Django project may share it
+            continue
+        problems.add(
+            ("backends", name, "django_settings"),
+            f'"{module}" beside "{first_module}" (backends.{first}): one process runs one Django settings module; '
+            'serve the other Django project from a gateway of its own and reach it as an "http" backend',
+        )
     seen: dict[tuple, int] = {}
     for index, route in enumerate(routes):
         if route is None:

@@ -27,7 +27,7 @@ def test_check_reports_each_problem(tmp_path):
     result = stackgate("check", str(bad))
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
-    assert f'{bad}: backends.a.app: must be an import string in the form "<module>:<attribute>", e.g. "backends.flask_site.wsgi:app"' in lines
+    assert f'{bad}: backends.a.app: must be an import string in the form "<module>:<attribute>" or "<module>:<factory>()", e.g. "mysite.wsgi:application" or "myapp:create_app()"' in lines
     assert f'{bad}: routes[0].backend: unknown backend "b"; known: "a"' in lines
 
 

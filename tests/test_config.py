@@ -45,7 +45,7 @@ def test_valid_config_has_a_digest():
         ('[gateway]\nmax_body_size = "ten"\n' + VALID, 'c.toml: gateway.max_body_size: must be a size such as 1048576, "512KiB" or "10MiB"'),
         ('[gateway]\ntrusted_proxies = ["nope"]\n' + VALID, 'c.toml: gateway.trusted_proxies: "nope" is not an IP address or CIDR such as "10.0.0.0/8"'),
         (VALID + '[backends.x]\nkind = "ftp"\n', "c.toml: backends.x.kind: must be one of 'wsgi', 'asgi', 'http', 'static', not 'ftp'"),
-        (VALID + '[backends.x]\nkind = "wsgi"\napp = "nocolon"\n', 'c.toml: backends.x.app: must be an import string in the form "<module>:<attribute>", e.g. "backends.flask_site.wsgi:app"'),
+        (VALID + '[backends.x]\nkind = "wsgi"\napp = "nocolon"\n', 'c.toml: backends.x.app: must be an import string in the form "<module>:<attribute>" or "<module>:<factory>()", e.g. "mysite.wsgi:application" or "myapp:create_app()"'),
         (VALID + '[backends.x]\nkind = "wsgi"\napp = "a:b"\nthreads = 0\n', "c.toml: backends.x.threads: Input should be greater than or equal to 1"),
         (VALID + '[backends.x]\nkind = "http"\nurl = "ftp://x"\n', 'c.toml: backends.x.url: must be an http(s) base URL such as "http://127.0.0.1:8001"'),
         (VALID + '[backends.x]\nkind = "static"\n', 'c.toml: backends.x: needs "directory" or "packages" (or both)'),

@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import os
 import sys
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Literal, Optional
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from gateway import metrics
 from gateway.backends.base import AppImportConfig, Backend, load_app
@@ -62,6 +63,32 @@ class WSGIBackendConfig(AppImportConfig):
         if value is not None and not value.strip():
             raise ValueError('must be a file path, an http(s):// URL, or "none"')
         return value
+
+    django_settings: Optional[str] = None
+    """A Django app's settings module, e.g. ``"mysite.settings"``: set as ``DJANGO_SETTINGS_MODULE``
+    before ``app`` is imported, unless the environment sets it. One process runs one Django
+    settings module, so at most one backend of a config names one."""
+    migrate: bool = False
+    """Apply this Django app's migrations before serving (``stackgate run``, ``gateway.asgi``);
+    needs ``django_settings``. Off: the schema is the operator's (``stackgate migrate``)."""
+
+    @field_validator("django_settings")
+    @classmethod
+    def _django_settings(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not all(part.isidentifier() for part in value.split(".")):
+            raise ValueError('must be a dotted module name such as "mysite.settings"')
+        return value
+
+    @model_validator(mode="after")
+    def _migrate_needs_settings(self) -> "WSGIBackendConfig":
+        if self.migrate and not self.django_settings:
+            raise ValueError('migrate = true needs django_settings, e.g. django_settings = "mysite.settings"')
+        return self
+
+    def use_django_settings(self) -> None:
+        """Point Django at ``django_settings`` (before the app is imported), unless the environment does."""
+        if self.django_settings:
+            os.environ.setdefault("DJANGO_SETTINGS_MODULE", self.django_settings)
 
 
 class ClientDisconnected(OSError):
@@ -231,6 +258,7 @@ class WSGIBackend(Backend):
 
     def __init__(self, name: str, config: WSGIBackendConfig) -> None:
         super().__init__(name, config)
+        config.use_django_settings()
         self.app = load_app(config.app)
         self.pool = HotPool(name, config.threads, config.overlap_after, gate=PROCESS_GATE)
         self.capacity = config.threads + config.queue

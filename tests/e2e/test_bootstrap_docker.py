@@ -50,6 +50,7 @@ class Image:
         self.root = root
         self.env: dict[str, str] = {}
         self.workdir = root
+        self.copies: list[tuple[Path, str]] = []  # folders of the source tree, and where the image has them
         for name, args in instructions():
             if name == "ENV":
                 for pair in shlex.split(args):
@@ -61,11 +62,15 @@ class Image:
                 *sources, dest = args.split()
                 if sources == ["config.toml"]:
                     self.config_path = root / dest.lstrip("/")
+                elif len(sources) == 1 and (ROOT / sources[0]).is_dir():  # COPY backends ./backends
+                    self.copies.append((ROOT / sources[0], dest))
             elif name == "CMD":
                 self.cmd = json.loads(args)
             elif name == "HEALTHCHECK":
                 self.healthcheck = json.loads(args.split(" CMD ", 1)[1])
         self.workdir.mkdir(parents=True, exist_ok=True)
+        for source, dest in self.copies:
+            (self.workdir / dest).resolve().symlink_to(source, target_is_directory=True)
         (root / "data").mkdir(exist_ok=True)
         self.config_path.parent.mkdir(parents=True, exist_ok=True)
         self.config_path.write_bytes((ROOT / "config.toml").read_bytes())  # COPY config.toml ...

@@ -101,7 +101,9 @@ def test_createsuperuser_needs_a_django_backend(tmp_path):
     config.write_text('[backends.flask]\nkind = "wsgi"\napp = "backends.flask_site.wsgi:app"\n\n[[routes]]\nprefix = "/v1"\nbackend = "flask"\nauth = "none"\n')
     result = stackgate("createsuperuser", "--config", str(config), "--noinput", env=clean_env(STACKGATE_DATA_DIR=str(tmp_path)))
     assert result.returncode == 1
-    assert result.stderr.strip() == f"{config}: no backend runs Django (a wsgi or asgi backend whose app configures Django settings)"
+    assert result.stderr.strip() == (
+        f'{config}: no backend runs Django: give the Django backend django_settings, e.g. django_settings = "mysite.settings"'
+    )
 
 
 def test_createsuperuser_reports_django_refusals_in_one_line(tmp_path):
