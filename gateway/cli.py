@@ -296,7 +296,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         # Every worker writes its samples here; any worker answers /_stackgate/metrics with the sum.
         metrics_dir = tempfile.mkdtemp(prefix="stackgate-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    migrate_embedded()  # the embedded SQLite default works on the first request
+    from gateway.edge import supervisor
+
+    migrations = None
+    if args.workers > 1:  # in a child, beside the supervisor's preload: the supervisor never sets Django up for it
+        migrations = None if os.environ.get("DATABASE_URL") else supervisor.migrate_in_child()
+    else:
+        migrate_embedded()  # the embedded SQLite default works on the first request
     os.environ["STACKGATE_MIGRATE"] = "0"  # done once here, not again in each worker
     settings = dict(
         host=args.host,
@@ -311,13 +317,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         http="gateway.edge.protocol:HttpProtocol",
         timeout_graceful_shutdown=args.graceful_timeout,
     )
-    from gateway.edge import supervisor
-
     status = 0
     try:
         with supervisor.pid_file(args.pid_file):
             if args.workers > 1:
-                status = supervisor.serve(uvicorn.Config("gateway.asgi:app", **settings)) or 0
+                status = supervisor.serve(uvicorn.Config("gateway.asgi:app", **settings), migrations) or 0
             else:
                 supervisor.restart_unavailable()
                 # Bound before the app starts, so that its bootstrap checks know the address
