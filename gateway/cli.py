@@ -298,11 +298,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     from gateway.edge import supervisor
 
-    migrations = None
-    if args.workers > 1:  # in a child, beside the supervisor's preload: the supervisor never sets Django up for it
-        migrations = None if os.environ.get("DATABASE_URL") else supervisor.migrate_in_child()
-    else:
+    if args.workers == 1:
         migrate_embedded()  # the embedded SQLite default works on the first request
+    # else the supervisor does, in a child forked once the stacks are loaded (supervisor.migrate_in_child)
     os.environ["STACKGATE_MIGRATE"] = "0"  # done once here, not again in each worker
     settings = dict(
         host=args.host,
@@ -321,7 +319,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         with supervisor.pid_file(args.pid_file):
             if args.workers > 1:
-                status = supervisor.serve(uvicorn.Config("gateway.asgi:app", **settings), migrations) or 0
+                status = supervisor.serve(uvicorn.Config("gateway.asgi:app", **settings), migrate=not os.environ.get("DATABASE_URL")) or 0
             else:
                 supervisor.restart_unavailable()
                 # Bound before the app starts, so that its bootstrap checks know the address

@@ -27,14 +27,14 @@
   (``STATUS``) and shown at ``/_stackgate/status``.
 - **Workers are forked from a loaded supervisor** (``preload``), not spawned:
   the supervisor imports the gateway and the config's apps once, freezes
-  that heap out of the collector's sight (``gateway.edge.heap``), and forks;
+  that heap out of the collector's sight (``gc.freeze``), and forks;
   the workers share those pages copy-on-write instead of importing
   everything again each (measured: 257 MiB PSS idle for the default config,
   94 MiB of it per worker, before; docs/performance.md "Memory"). Nothing
   that runs is started before the fork: no thread, event loop or database
   connection (the workers build the app, its pools and its reloader
-  themselves), and the migrations run in a child process of their own
-  (``migrate_in_child``). A rolling restart spawns fresh interpreters
+  themselves), and the migrations run in a short-lived child forked after
+  the preload (``migrate_in_child``). A rolling restart spawns fresh interpreters
   instead, so that it applies new code: they share nothing until the next
   start. Forking also means no multiprocessing resource tracker.
 """
@@ -43,13 +43,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import multiprocessing
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -60,7 +60,7 @@ from uvicorn.config import STARTUP_FAILURE, Config
 from uvicorn.server import Server
 from uvicorn.supervisors.multiprocess import SIGNALS, Multiprocess, Process
 
-from gateway.edge import balance, heap
+from gateway.edge import balance
 
 logger = logging.getLogger("uvicorn.error")
 
@@ -81,22 +81,34 @@ def _now() -> str:
 
 
 class SharedStatus:
-    """The supervisor's view of its workers, as a small JSON document the workers can read."""
+    """The supervisor's view of its workers, as a small JSON document the workers can read.
+
+    No lock (a lock of the fork context cannot reach the spawned workers of a rolling restart,
+    and one of the spawn context needs multiprocessing's resource tracker process): the one
+    writer, the supervisor, makes ``sequence`` odd while it writes, and a reader reads again
+    until it saw the same even ``sequence`` before and after.
+    """
 
     SIZE = 8192
 
     def __init__(self) -> None:
-        self.data = _FORK.Array("c", self.SIZE)
+        self.data = _FORK.RawArray("c", self.SIZE)
+        self.sequence = _FORK.RawValue("Q", 0)
 
     def publish(self, status: dict[str, Any]) -> None:
         raw = json.dumps(status, separators=(",", ":")).encode()[: self.SIZE - 1]
-        with self.data.get_lock():
-            self.data.raw = raw + b"\0" * (self.SIZE - len(raw))
+        self.sequence.value += 1
+        self.data.raw = raw + b"\0" * (self.SIZE - len(raw))
+        self.sequence.value += 1
 
     def read(self) -> dict[str, Any]:
-        with self.data.get_lock():
-            raw = self.data.value
-        return json.loads(raw) if raw else {}
+        while True:
+            before = self.sequence.value
+            if before % 2 == 0:
+                raw = self.data.value
+                if self.sequence.value == before:
+                    return json.loads(raw) if raw else {}
+            time.sleep(0.001)
 
 
 STATUS: Optional[SharedStatus] = None
@@ -391,15 +403,30 @@ def restart_unavailable() -> None:
     signal.signal(RESTART_SIGNAL, signal.SIG_IGN)
 
 
-def migrate_in_child() -> subprocess.Popen:
-    """``stackgate migrate`` in a child process, started now and awaited before the workers fork:
-    the supervisor never sets up Django for it, and it runs beside the ``preload``."""
-    return subprocess.Popen([sys.executable, "-m", "gateway", "migrate", "--verbosity", "0"], stdin=subprocess.DEVNULL)
+def _migrate() -> None:  # pragma: no cover - in the child
+    from gateway.cli import migrate_embedded
+
+    try:
+        migrate_embedded()
+    except BaseException as exc:  # one JSON line, not a traceback
+        logger.error(f"The database migrations failed: {type(exc).__name__}: {exc}")
+        logging.shutdown()
+        os._exit(1)
+
+
+def migrate_in_child() -> int:
+    """Apply the embedded database's migrations in a child forked from the loaded supervisor, and
+    return its exit code: the supervisor never sets Django up (nor opens the database) for them,
+    and the child starts with what the preload imported."""
+    child = _FORK.Process(target=_migrate, name="stackgate-migrate")
+    child.start()
+    child.join()
+    return child.exitcode or 0
 
 
 def preload(config: Config) -> None:
     """Import, before forking the workers, what each would import: the gateway, uvicorn's
-    protocols and the config's in-process apps; then freeze that heap (``gateway.edge.heap``).
+    protocols and the config's in-process apps; then freeze that heap (``gc.freeze``).
 
     Only imports: the workers build the app themselves (``gateway.asgi``), and with it every
     thread, pool, event loop and connection. An app that fails to import here is left to the
@@ -427,7 +454,7 @@ def preload(config: Config) -> None:
                 logger.debug(f"Preloading {backend.app} failed; the workers will report it.")
     if "django.db" in sys.modules:  # a connection opened while importing must not be shared by the workers
         sys.modules["django.db"].connections.close_all()
-    heap.freeze_loaded_objects()
+    gc.freeze()  # no collection first: 0.1-0.2 s of start for the few import-time cycles it would free
 
 
 def _metrics_per_process() -> None:
@@ -449,17 +476,17 @@ def _metrics_per_process() -> None:
     importlib.reload(metrics)
 
 
-def serve(config: Config, migrations: Optional[subprocess.Popen] = None) -> int:
+def serve(config: Config, migrate: bool = False) -> int:
     """Run ``config.workers`` workers of ``config`` under the supervisor, until SIGINT/SIGTERM.
 
-    ``migrations``: the child process applying them (``migrate_in_child``), awaited before the
-    workers start. Returns ``STARTUP_FAILURE`` when a worker failed to start (the bootstrap checks
-    refused) or the migrations failed, else 0.
+    ``migrate``: apply the embedded database's migrations first (``migrate_in_child``). Returns
+    ``STARTUP_FAILURE`` when a worker failed to start (the bootstrap checks refused) or the
+    migrations failed, else 0.
     """
     sockets = listening_sockets(config.host, config.port, config.workers, config.backlog)
     preload(config)
-    if migrations is not None and migrations.wait() != 0:
-        logger.error(f"The database migrations failed (exit code {migrations.returncode}); not starting the workers.")
+    if migrate and migrate_in_child() != 0:
+        logger.error("Not starting the workers: the database migrations failed.")
         for sock in sockets:
             sock.close()
         return STARTUP_FAILURE

@@ -10,12 +10,13 @@ never loads SQLite's extension module, which Django's migrations load.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 
 import httpx
 
-from tests.services import GatewayProcess, base_env, session_processes
+from tests.services import ROOT, GatewayProcess, base_env, session_processes
 
 CONFIG = """
 [backends.a]
@@ -31,6 +32,16 @@ auth = "none"
 
 def maps(pid: int) -> str:
     return Path(f"/proc/{pid}/maps").read_text()
+
+
+def open_files(pid: int) -> list[str]:
+    out = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            out.append(str(fd.readlink()))
+        except OSError:  # closed meanwhile
+            pass
+    return out
 
 
 def serving_workers(server: GatewayProcess, count: int) -> set[int]:
@@ -67,17 +78,19 @@ def test_workers_are_forked_from_the_supervisor_and_serve(tmp_path):
 
 
 def test_the_migrations_still_apply_before_the_workers_serve(tmp_path):
-    """The embedded database is migrated (by the child process) by the time a Django route answers."""
-    from tests.services import ROOT
-
+    """The embedded database is migrated (by the supervisor's short-lived child) before the workers serve."""
     config = tmp_path / "config.toml"
     config.write_text((ROOT / "config.toml").read_text())
     server = GatewayProcess(config, base_env(STACKGATE_DATA_DIR=str(tmp_path)), workers=2).start(timeout=90)
     try:
-        r = httpx.get(server.url + "/admin/login/", timeout=30)
+        with sqlite3.connect(tmp_path / "stackgate.sqlite3") as db:
+            applied = {app for (app,) in db.execute("SELECT app FROM django_migrations")}
+        assert {"auth", "todos"} <= applied, applied
+        r = httpx.get(server.url + "/admin/login/", timeout=30)  # Django's sessions, users: their tables exist
         assert r.status_code == 200, f"{r.status_code} {r.text[:300]}\n{server.log()}"
-        assert (tmp_path / "db.sqlite3").exists() or list(tmp_path.glob("*.sqlite3")), list(tmp_path.iterdir())
-        tree = session_processes(server.proc.pid)
-        assert not [p for p in tree if "gateway migrate" in p.cmdline], tree  # the child is done and reaped
+        # The supervisor imported Django (its preload) but never opened the database: the workers share no connection.
+        assert not [f for f in open_files(server.proc.pid) if "stackgate.sqlite3" in f], open_files(server.proc.pid)
+        children = [p for p in session_processes(server.proc.pid) if p.ppid == server.proc.pid]
+        assert len(children) == 2, children  # the migrating child is gone: two workers left
     finally:
         server.stop()
