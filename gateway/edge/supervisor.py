@@ -214,7 +214,12 @@ class Worker(Process):
         signal.signal(RESTART_SIGNAL, signal.SIG_IGN)
         STATUS = self.status
         balance.install(self.loads, self.slot)
-        super().target(sockets)
+        try:
+            super().target(sockets)
+        finally:
+            from gateway import logs
+
+            logs.flush()  # a forked process ends with os._exit: no atexit handler writes what is buffered
 
     def drain(self) -> None:
         """Stop after the connections in progress (``WorkerServer.drain``), not at once."""
