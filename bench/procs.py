@@ -146,24 +146,68 @@ def tree(roots: list[int]) -> list[int]:
     return found
 
 
-def memory(pids: list[int]) -> dict[str, int]:
-    """Summed RSS and PSS in bytes (PSS shares pages fairly between forked workers)."""
-    rss = pss = 0
-    for pid in pids:
+def process_memory(pid: int) -> Optional[dict[str, int]]:
+    """RSS, PSS and USS (its private pages) of one process in bytes, from ``smaps_rollup`` (None: gone)."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
         try:
-            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+            rss = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE
         except OSError:
-            try:
-                rss += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE
-            except OSError:
-                pass
+            return None
+        return {"rss": rss, "pss": rss, "uss": rss}  # no smaps_rollup (old kernel): all counted as private
+    fields = {}
+    for line in text.splitlines():
+        name, _, rest = line.partition(":")
+        if name in ("Rss", "Pss", "Private_Clean", "Private_Dirty"):
+            fields[name] = int(rest.split()[0]) * 1024
+    return {"rss": fields.get("Rss", 0), "pss": fields.get("Pss", 0),
+            "uss": fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)}
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def role(pid: int, roots: list[int]) -> str:
+    """What a process of a served tree is: ``supervisor`` (a root with children), ``worker``,
+    ``resource tracker``, ``shadow``, ``process`` (a root alone), or ``child``."""
+    cmdline = _cmdline(pid)
+    if "resource_tracker" in cmdline:
+        return "resource tracker"
+    if "gateway.shadow" in cmdline:
+        return "shadow"
+    if cmdline.startswith("nginx"):
+        return "nginx master" if "master" in cmdline else "nginx worker"
+    if pid in roots:
+        return "supervisor" if len(tree([pid])) > 1 else "process"
+    fields = _stat_fields(pid)
+    return "worker" if fields and int(fields[1]) in roots else "child"
+
+
+def memory(pids: list[int], roots: Optional[list[int]] = None) -> dict:
+    """Summed RSS, PSS and USS in bytes, and each process's (with its ``role`` when ``roots`` is given).
+
+    PSS shares each page among the processes that map it, so the PSS of a whole tree
+    counts every page once; USS is what each process alone holds (what killing it would
+    free). ``shared`` is the part of the tree's PSS in pages shared between processes:
+    what forking from a loaded parent saves, and what copy-on-write erodes over time.
+    """
+    rss = pss = uss = 0
+    per_process = []
+    for pid in pids:
+        measured = process_memory(pid)
+        if measured is None:
             continue
-        for line in text.splitlines():
-            if line.startswith("Rss:"):
-                rss += int(line.split()[1]) * 1024
-            elif line.startswith("Pss:"):
-                pss += int(line.split()[1]) * 1024
-    return {"rss": rss, "pss": pss, "processes": len(pids)}
+        rss += measured["rss"]
+        pss += measured["pss"]
+        uss += measured["uss"]
+        per_process.append({"pid": pid, "role": role(pid, roots) if roots is not None else None, **measured})
+    return {"rss": rss, "pss": pss, "uss": uss, "shared": (pss - uss) / pss if pss else None,
+            "processes": len(pids), "per_process": per_process}
 
 
 def cpu_seconds(pids: list[int]) -> float:

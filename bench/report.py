@@ -125,8 +125,11 @@ def memory(targets: list[dict]) -> list[dict]:
             "stack": stack,
             "processes": max(t["memory_idle"]["processes"] for t in group),
             "rss_idle": _median(t["memory_idle"]["rss"] for t in group),
+            "pss_idle": _median(t["memory_idle"].get("pss") for t in group),
             "rss_after": _median(t["memory_after"]["rss"] for t in group if t.get("memory_after")),
             "pss_after": _median(t["memory_after"]["pss"] for t in group if t.get("memory_after")),
+            "uss_after": _median(t["memory_after"].get("uss") for t in group if t.get("memory_after")),
+            "shared_after": _median(t["memory_after"].get("shared") for t in group if t.get("memory_after")),
             "start_s": _median(t.get("start_s") for t in group),
         })
     return rows
@@ -137,6 +140,23 @@ def memory(targets: list[dict]) -> list[dict]:
 
 def _fmt(value: Optional[float], spec: str) -> str:
     return "-" if value is None else format(value, spec)
+
+
+def _mib(value: Optional[float]) -> str:
+    return _fmt(None if value is None else value / MiB, ".0f")
+
+
+def _pct(value: Optional[float]) -> str:
+    return _fmt(None if value is None else 100 * value, ".0f") + ("%" if value is not None else "")
+
+
+def process_table(measured: dict) -> str:
+    """One row per process of a tree (``bench.procs.memory`` with roles): RSS, PSS, USS in MiB."""
+    rows = [[p["role"] or "-", str(p["pid"]), _mib(p["rss"]), _mib(p["pss"]), _mib(p["uss"]),
+             _pct((p["pss"] - p["uss"]) / p["pss"] if p["pss"] else None)] for p in measured["per_process"]]
+    rows.append(["all", str(measured["processes"]), _mib(measured["rss"]), _mib(measured["pss"]), _mib(measured["uss"]),
+                 _pct(measured["shared"])])
+    return table(["process", "pid", "RSS", "PSS", "USS", "shared"], rows, right={1, 2, 3, 4, 5})
 
 
 def table(headers: list[str], rows: list[list[str]], right: set[int]) -> str:
@@ -212,10 +232,12 @@ def render(summary: dict, skipped: list[dict], notes: list[str]) -> str:
         rows = []
         for m in sorted(summary["memory"], key=lambda m: _order(m["stack"], m["config"])):
             rows.append([m["stack"], m["config"], CONFIGS[m["config"]].title, str(m["processes"]),
-                         _fmt(m["rss_idle"] and m["rss_idle"] / MiB, ".0f"), _fmt(m["rss_after"] and m["rss_after"] / MiB, ".0f"),
-                         _fmt(m["pss_after"] and m["pss_after"] / MiB, ".0f"), _fmt(m["start_s"], ".1f")])
-        out.append("== memory of the whole process tree (MiB; RSS counts pages shared by forked workers once per process, PSS splits them) ==")
-        out.append(table(["stack", "cfg", "configuration", "procs", "RSS idle", "RSS after", "PSS after", "start s"], rows, right={3, 4, 5, 6, 7}))
+                         _mib(m["rss_idle"]), _mib(m.get("pss_idle")), _mib(m["rss_after"]), _mib(m["pss_after"]),
+                         _mib(m.get("uss_after")), _pct(m.get("shared_after")), _fmt(m["start_s"], ".1f")])
+        out.append("== memory of the whole process tree (MiB; RSS counts pages shared by forked workers once per process, "
+                   "PSS splits them, USS: each process's own pages; shared: the part of the PSS in shared pages) ==")
+        out.append(table(["stack", "cfg", "configuration", "procs", "RSS idle", "PSS idle", "RSS after", "PSS after",
+                          "USS after", "shared", "start s"], rows, right=set(range(3, 11))))
         out.append("")
 
     if skipped:

@@ -133,13 +133,13 @@ class Runner:
             record["start_s"] = time.monotonic() - started
             record.update(self.probe(target))
             time.sleep(o.settle)
-            record["memory_idle"] = memory(tree(group.roots()))
+            record["memory_idle"] = memory(tree(group.roots()), group.roots())
             if o.warmup:
                 self._wrk(target, folder, WORKLOADS[o.workloads[0]], max(o.concurrency), o.warmup)
             for name in o.workloads:
                 for concurrency in o.concurrency:
                     self.runs.append(self.measure(target, group, folder, name, concurrency, repeat))
-            record["memory_after"] = memory(tree(group.roots()))
+            record["memory_after"] = memory(tree(group.roots()), group.roots())
             record["ok"] = group.alive()
             if not record["ok"]:
                 record["error"] = "a server process exited during the run:\n" + _tails(group, target)

@@ -16,7 +16,12 @@ half-time it restarts Redis. It then checks and reports:
 - memory of the gateway's process tree flat over the second half of the run:
   a least-squares line through the samples of the second half may rise by
   less than ``--max-growth`` over that half (runs too short for the fit say
-  ``n/a``).
+  ``n/a``);
+- the shared share of that tree (the part of its PSS in pages its processes
+  share: what forking the workers from the loaded supervisor saves) kept over
+  the second half: its fitted line may fall by less than ``--max-shared-drop``
+  (relative) over that half. Copy-on-write erodes it as the workers write to
+  shared pages; it must settle, not keep falling.
 
 Exit status 0 only when every check holds. The report goes to stdout, to
 ``bench/results/soak-<time>.json`` and, with ``--report FILE``, to a Markdown file.
@@ -44,6 +49,8 @@ from pathlib import Path
 from typing import Optional
 
 import httpx
+
+from bench.procs import memory, tree
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -218,6 +225,8 @@ class Soak:
         self.client_errors: Counter = Counter()
         self.unexpected: list[str] = []
         self.rss: list[tuple[float, float]] = []
+        self.shared: list[tuple[float, float]] = []
+        """(seconds, shared share of the tree's PSS), every 5 s."""
         self.events: list[str] = []
         self.started = 0.0
         self.redis_back_at: Optional[float] = None
@@ -325,7 +334,11 @@ class Soak:
 
     async def sample_memory(self, deadline: float, started: float) -> None:
         while time.monotonic() < deadline:
-            self.rss.append((time.monotonic() - started, tree_rss_mib(self.gateway.pid)))
+            at = time.monotonic() - started
+            self.rss.append((at, tree_rss_mib(self.gateway.pid)))
+            measured = memory(tree([self.gateway.pid]))
+            if measured["shared"] is not None:
+                self.shared.append((at, measured["shared"]))
             await asyncio.sleep(5)
 
     async def run(self) -> None:
@@ -346,6 +359,7 @@ class Soak:
         duplicated = [t for t in acknowledged if found.get(t, 0) > 1]
         unexplained = [t for t in found if t not in acknowledged and t not in self.unknown_writes]
         growth = fitted_growth([(at, rss) for at, rss in self.rss if at >= self.args.duration / 2])
+        shared_change = fitted_growth([(at, share) for at, share in self.shared if at >= self.args.duration / 2])
         want = hashlib.sha256(self.config.read_bytes()).hexdigest()[:12]
         versions = {}
         for _ in range(20):  # a new connection each time: every worker answers some
@@ -360,6 +374,7 @@ class Soak:
             "reload_applied_on_every_worker": set(versions.values()) == {want},
             "throttling_back_after_redis_restart": self.throttled_after_restart > 0,
             "memory_flat": growth is None or growth < self.args.max_growth,
+            "shared_share_kept": shared_change is None or shared_change > -self.args.max_shared_drop,
         }
         return {
             "duration_s": self.args.duration,
@@ -382,6 +397,10 @@ class Soak:
                         "max": max((r for _, r in self.rss), default=None),
                         "second_half_growth": None if growth is None else round(growth, 4),
                         "samples": [[round(a, 1), round(r, 1)] for a, r in self.rss]},
+            "shared_share": {"first": self.shared[0][1] if self.shared else None, "last": self.shared[-1][1] if self.shared else None,
+                             "min": min((v for _, v in self.shared), default=None),
+                             "second_half_change": None if shared_change is None else round(shared_change, 4),
+                             "samples": [[round(a, 1), round(v, 3)] for a, v in self.shared]},
             "events": self.events,
             "config_version_wanted": want,
             "config_version_per_worker": versions,
@@ -421,6 +440,13 @@ def markdown(report: dict, command: str) -> str:
     writes = report["writes"]
     memory = report["rss_mib"]
     growth = "n/a (too short for a fit)" if memory["second_half_growth"] is None else f"{memory['second_half_growth'] * 100:.1f} %"
+    shared = report.get("shared_share") or {}
+    if shared.get("first") is not None:
+        change = "n/a (too short for a fit)" if shared["second_half_change"] is None else f"{shared['second_half_change'] * 100:+.1f} %"
+        shared_line = (f"Shared share of the tree's PSS (pages its processes share): first {100 * shared['first']:.0f} %, "
+                       f"last {100 * shared['last']:.0f} %, min {100 * shared['min']:.0f} %; fitted change over the second half: {change}.  ")
+    else:
+        shared_line = "Shared share of the tree's PSS: not measured.  "
     lines += [
         "",
         f"Requests: {report['requests']}; by status: {report['statuses']}.  ",
@@ -432,6 +458,7 @@ def markdown(report: dict, command: str) -> str:
         f"Memory of the gateway's process tree (RSS, MiB, every 5 s): first {memory['first']:.0f}, last {memory['last']:.0f}, "
         f"max {memory['max']:.0f}; fitted growth over the second half: {growth}.  ",
         f"Samples (s, MiB): {', '.join(f'{a:.0f}: {r:.0f}' for a, r in memory['samples'][::6])}.  ",
+        shared_line,
         f"Config version at the end, per worker: {report['config_version_per_worker']} (wanted {report['config_version_wanted']}); "
         f"429s for the tight consumer after Redis came back: {report['throttled_after_redis_restart']}.",
         "",
@@ -449,6 +476,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--database", choices=["auto", "postgres", "sqlite"], default="auto")
     parser.add_argument("--max-growth", type=float, default=0.10, help="allowed RSS growth over the second half (0.10 = 10 %%)")
+    parser.add_argument("--max-shared-drop", type=float, default=0.10,
+                        help="allowed fall of the tree's shared share over the second half, relative (0.10 = 10 %%)")
     parser.add_argument("--report", help="also write the report as Markdown to this file (e.g. docs/soak.md)")
     args = parser.parse_args(argv)
     command = "bench/soak " + " ".join(argv if argv is not None else sys.argv[1:])

@@ -383,8 +383,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         metrics_dir = tempfile.mkdtemp(prefix="stackgate-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     use_app_dir(path)
-    if migrate_before_serving(config):  # migrate = true: the schema is there on the first request
-        os.environ["STACKGATE_MIGRATE"] = "0"  # done once here, not again in each worker
+    from gateway.edge import supervisor
+
+    # migrate = true: the schema is there on the first request. STACKGATE_MIGRATE=0 leaves it to
+    # `stackgate migrate` (a release job). With --workers N the supervisor migrates, in a child
+    # forked once the stacks are loaded (supervisor.migrate_in_child).
+    migrate = os.environ.get("STACKGATE_MIGRATE", "1") != "0" and any(
+        getattr(backend, "migrate", False) for backend in config.backends.values()
+    )
+    if migrate and args.workers == 1:
+        migrate_before_serving(config)
+    os.environ["STACKGATE_MIGRATE"] = "0"  # done once here, not again in each worker
     settings = dict(
         host=args.host,
         port=args.port,
@@ -399,13 +408,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         timeout_keep_alive=config.server.keep_alive_timeout,
         timeout_graceful_shutdown=config.server.graceful_timeout if args.graceful_timeout is None else args.graceful_timeout,
     )
-    from gateway.edge import supervisor
-
     status = 0
     try:
         with supervisor.pid_file(args.pid_file):
             if args.workers > 1:
-                status = supervisor.serve(uvicorn.Config("gateway.asgi:app", **settings)) or 0
+                status = supervisor.serve(uvicorn.Config("gateway.asgi:app", **settings), migrate=migrate) or 0
             else:
                 supervisor.restart_unavailable()
                 # Bound before the app starts, so that its bootstrap checks know the address

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from typing import AsyncIterator, Literal
 
-import httpx
 from pydantic import Field, field_validator
 
 from gateway import headers as H
@@ -43,6 +42,8 @@ class HTTPBackendConfig(Schema):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
+        import httpx  # here and below, not at the top: a config without an http backend never loads it
+
         try:
             url = httpx.URL(value)
         except httpx.InvalidURL:
@@ -66,6 +67,8 @@ class HTTPBackend(Backend):
 
     def __init__(self, name: str, config: HTTPBackendConfig) -> None:
         super().__init__(name, config)
+        import httpx
+
         self.client = httpx.AsyncClient(
             base_url=config.url,
             timeout=httpx.Timeout(config.timeout),
@@ -80,6 +83,8 @@ class HTTPBackend(Backend):
         await self.client.aclose()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        import httpx
+
         root_path = scope.get("root_path", "")
         path = scope["path"][len(root_path) :] or "/"
         # Headers the client's Connection names go (RFC 9110 7.6.1), but not those the gateway itself set.

@@ -34,7 +34,7 @@ class Loads:
     """Connections each worker holds (or ``STOPPED``), shared between the supervisor's processes."""
 
     def __init__(self, workers: int) -> None:
-        self.slots = multiprocessing.get_context("spawn").RawArray("i", [STOPPED] * workers)
+        self.slots = multiprocessing.get_context("fork").RawArray("i", [STOPPED] * workers)
 
     def __setitem__(self, index: int, value: int) -> None:
         self.slots[index] = value

@@ -1,4 +1,4 @@
-"""``stackgate run --workers N``: uvicorn's supervisor, with three changes.
+"""``stackgate run --workers N``: uvicorn's supervisor, with four changes.
 
 - One ``SO_REUSEPORT`` listening socket per worker, all kept open here, so a
   replaced worker loses no queued connection (``gateway.edge.balance`` evens
@@ -9,26 +9,35 @@
 - SIGUSR2 (``stackgate restart``) replaces the workers one at a time: the
   config is checked first, a new worker must be ready before the old one
   drains; progress in ``STATUS``, shown at ``/_stackgate/status``.
+- Workers are forked from a supervisor that imported the gateway and the
+  config's apps and froze that heap (``preload``), sharing its pages
+  copy-on-write; nothing that runs (threads, loops, connections) starts
+  before the fork, and migrations run in a short-lived forked child. A
+  rolling restart spawns fresh interpreters, so that it applies new code.
 """
-# Why a socket per worker (measured): docs/performance.md#experiments-kept-and-dropped
+# Why a socket per worker, and the pre-fork (measured): docs/performance.md#experiments-kept-and-dropped,
+# docs/performance.md#memory
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import multiprocessing
 import os
 import signal
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from uvicorn._subprocess import subprocess_started
 from uvicorn.config import STARTUP_FAILURE, Config
 from uvicorn.server import Server
-from uvicorn.supervisors.multiprocess import Multiprocess, Process
+from uvicorn.supervisors.multiprocess import SIGNALS, Multiprocess, Process
 
 from gateway.edge import balance
 
@@ -40,7 +49,10 @@ READY_TIMEOUT = 120.0
 """Seconds a new worker may take to import the stacks and start serving before a restart gives up."""
 STOP_SLACK = 30.0
 """Seconds beyond its graceful timeouts a draining worker may take to exit before it is killed."""
+_FORK = multiprocessing.get_context("fork")
+"""Workers, and the memory they share with the supervisor: forked (no resource tracker; ``preload``)."""
 _SPAWN = multiprocessing.get_context("spawn")
+"""Workers of a rolling restart: fresh interpreters, which import the code anew."""
 
 
 def _now() -> str:
@@ -48,22 +60,34 @@ def _now() -> str:
 
 
 class SharedStatus:
-    """The supervisor's view of its workers, as a small JSON document the workers can read."""
+    """The supervisor's view of its workers, as a small JSON document the workers can read.
+
+    No lock (a lock of the fork context cannot reach the spawned workers of a rolling restart,
+    and one of the spawn context needs multiprocessing's resource tracker process): the one
+    writer, the supervisor, makes ``sequence`` odd while it writes, and a reader reads again
+    until it saw the same even ``sequence`` before and after.
+    """
 
     SIZE = 8192
 
     def __init__(self) -> None:
-        self.data = _SPAWN.Array("c", self.SIZE)
+        self.data = _FORK.RawArray("c", self.SIZE)
+        self.sequence = _FORK.RawValue("Q", 0)
 
     def publish(self, status: dict[str, Any]) -> None:
         raw = json.dumps(status, separators=(",", ":")).encode()[: self.SIZE - 1]
-        with self.data.get_lock():
-            self.data.raw = raw + b"\0" * (self.SIZE - len(raw))
+        self.sequence.value += 1
+        self.data.raw = raw + b"\0" * (self.SIZE - len(raw))
+        self.sequence.value += 1
 
     def read(self) -> dict[str, Any]:
-        with self.data.get_lock():
-            raw = self.data.value
-        return json.loads(raw) if raw else {}
+        while True:
+            before = self.sequence.value
+            if before % 2 == 0:
+                raw = self.data.value
+                if self.sequence.value == before:
+                    return json.loads(raw) if raw else {}
+            time.sleep(0.001)
 
 
 STATUS: Optional[SharedStatus] = None
@@ -139,13 +163,18 @@ class WorkerServer(Server):
 
 
 class Worker(Process):
-    def __init__(self, config: Config, sockets: list[socket.socket], loads: balance.Loads, slot: int, status: SharedStatus) -> None:
+    def __init__(self, config: Config, sockets: list[socket.socket], loads: balance.Loads, slot: int, status: SharedStatus,
+                 fork: bool = True) -> None:
         self.loads = loads
         self.slot = slot
         self.status = status
-        self.draining = _SPAWN.RawValue("b", 0)
+        self.draining = _FORK.RawValue("b", 0)
         self._worker_server: Optional[WorkerServer] = None
         super().__init__(config, sockets)
+        if fork:  # uvicorn's Process spawns: the same start, forked from the loaded supervisor
+            self.process = _FORK.Process(
+                target=subprocess_started, kwargs={"config": config, "target": self.target, "sockets": sockets, "stdin_fileno": None}
+            )
 
     @property
     def server(self) -> Server:
@@ -155,13 +184,21 @@ class Worker(Process):
 
     def target(self, sockets: Optional[list[socket.socket]] = None) -> None:  # pragma: no cover - in the worker
         global STATUS
+        for signum in SIGNALS:  # forked: the supervisor's handlers (they queue for its loop) are not the worker's
+            signal.signal(signum, signal.SIG_DFL)
+        logging.getLogger("stackgate").handlers[:] = []  # set up anew (its flush thread did not survive the fork)
         # Until the worker's reloader takes SIGHUP over (in its lifespan), a SIGHUP sent to it
         # directly (``pkill -HUP``) must not end it while it imports the stacks; nor SIGUSR2.
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         signal.signal(RESTART_SIGNAL, signal.SIG_IGN)
         STATUS = self.status
         balance.install(self.loads, self.slot)
-        super().target(sockets)
+        try:
+            super().target(sockets)
+        finally:
+            from gateway import logs
+
+            logs.flush()  # a forked process ends with os._exit: no atexit handler writes what is buffered
 
     def drain(self) -> None:
         """Stop after the connections in progress (``WorkerServer.drain``), not at once."""
@@ -183,8 +220,8 @@ class Supervisor(Multiprocess):
         self.restarting = False
         self.last_restart: Optional[dict[str, Any]] = None
 
-    def spawn(self, index: int, slot: Optional[int] = None) -> Worker:
-        process = Worker(self.config, [self.sockets[index]], self.loads, self.slots[index] if slot is None else slot, self.status)
+    def spawn(self, index: int, slot: Optional[int] = None, fork: bool = True) -> Worker:
+        process = Worker(self.config, [self.sockets[index]], self.loads, self.slots[index] if slot is None else slot, self.status, fork)
         process.start()
         return process
 
@@ -263,7 +300,7 @@ class Supervisor(Multiprocess):
         """Replace worker ``index``; None when done, else why not (the old worker keeps serving)."""
         old = self.processes[index]
         slot = self.slots[index] + self.processes_num if self.slots[index] < self.processes_num else self.slots[index] - self.processes_num
-        new = self.spawn(index, slot)
+        new = self.spawn(index, slot, fork=False)  # a fresh interpreter: new code applies
         deadline = time.monotonic() + READY_TIMEOUT
         while not new.is_ready(timeout=1):
             if self._stop_requested() or not new.process.is_alive() or time.monotonic() > deadline:
@@ -350,12 +387,94 @@ def restart_unavailable() -> None:
     signal.signal(RESTART_SIGNAL, signal.SIG_IGN)
 
 
-def serve(config: Config) -> int:
+def _migrate() -> None:  # pragma: no cover - in the child
+    from gateway.cli import migrate_before_serving
+    from gateway.config import load_config
+
+    try:
+        migrate_before_serving(load_config())
+    except BaseException as exc:  # one JSON line, not a traceback
+        logger.error(f"The database migrations failed: {type(exc).__name__}: {exc}")
+        logging.shutdown()
+        os._exit(1)
+
+
+def migrate_in_child() -> int:
+    """Apply the config's Django migrations (``migrate = true``) in a child forked from the loaded supervisor, and
+    return its exit code: the supervisor never sets Django up (nor opens the database) for them,
+    and the child starts with what the preload imported."""
+    child = _FORK.Process(target=_migrate, name="stackgate-migrate")
+    child.start()
+    child.join()
+    return child.exitcode or 0
+
+
+def preload(config: Config) -> None:
+    """Import, before forking the workers, what each would import: the gateway, uvicorn's
+    protocols and the config's in-process apps; then freeze that heap (``gc.freeze``).
+
+    Only imports: the workers build the app themselves (``gateway.asgi``), and with it every
+    thread, pool, event loop and connection. An app that fails to import here is left to the
+    workers, which report it as they always have (and refuse to start).
+    """
+    from gateway.backends.base import load_app
+    from gateway.config import ConfigError, load_config
+    from uvicorn.importer import import_from_string
+
+    import gateway.app  # noqa: F401
+
+    _metrics_per_process()
+    if isinstance(config.http, str):
+        with contextlib.suppress(Exception):
+            import_from_string(config.http)
+    try:
+        loaded = load_config()
+    except ConfigError:
+        loaded = None
+    for backend in loaded.backends.values() if loaded is not None else ():
+        if getattr(backend, "kind", None) in ("wsgi", "asgi"):
+            try:
+                load_app(backend.app)
+            except (Exception, SystemExit):
+                logger.debug(f"Preloading {backend.app} failed; the workers will report it.")
+    if "django.db" in sys.modules:  # a connection opened while importing must not be shared by the workers
+        sys.modules["django.db"].connections.close_all()
+    gc.freeze()  # no collection first: 0.1-0.2 s of start for the few import-time cycles it would free
+
+
+def _metrics_per_process() -> None:
+    """``gateway.metrics`` as a worker imports it: ``stackgate run`` sets ``PROMETHEUS_MULTIPROC_DIR``
+    after the package (and so its metrics) was imported, and forked workers would keep in-process
+    values that no other worker sees. Define them again, now writing to that folder."""
+    import importlib
+
+    from prometheus_client import REGISTRY, values
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from gateway import metrics
+
+    if metrics.MULTIPROCESS or not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    values.ValueClass = values.get_value_class()
+    for metric in [v for v in vars(metrics).values() if isinstance(v, MetricWrapperBase)]:
+        REGISTRY.unregister(metric)
+    importlib.reload(metrics)
+
+
+def serve(config: Config, migrate: bool = False) -> int:
     """Run ``config.workers`` workers of ``config`` under the supervisor, until SIGINT/SIGTERM.
 
-    Returns ``STARTUP_FAILURE`` when a worker failed to start (the bootstrap checks refused), else 0.
+    ``migrate``: apply the migrations of the backend with ``migrate = true`` first (``migrate_in_child``). Returns
+    ``STARTUP_FAILURE`` when a worker failed to start (the bootstrap checks refused) or the
+    migrations failed, else 0.
     """
     sockets = listening_sockets(config.host, config.port, config.workers, config.backlog)
+    preload(config)
+    if migrate and migrate_in_child() != 0:
+        logger.error("Not starting the workers: the database migrations failed.")
+        for sock in sockets:
+            sock.close()
+        return STARTUP_FAILURE
     host = f"[{config.host}]" if ":" in config.host else config.host
     logger.info(f"Uvicorn running on http://{host}:{sockets[0].getsockname()[1]} (Press CTRL+C to quit)")
     try:

@@ -81,7 +81,7 @@ def test_shadow_processes_start_and_stop_cleanly(tmp_path, workers):
             assert time.monotonic() < deadline, f"copies not compared: {results}\n{server.log()}"
 
         # One shadow process per worker, none defunct, nothing else left over.
-        worker_pids = {p.pid for p in session_processes(session) if p.ppid == session and "multiprocessing.spawn" in p.cmdline}
+        worker_pids = {p.pid for p in session_processes(session) if p.ppid == session and "gateway.shadow.process" not in p.cmdline}
         if workers == 1:
             worker_pids = {session}
         deadline = time.monotonic() + 30
