@@ -391,9 +391,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     migrate = os.environ.get("STACKGATE_MIGRATE", "1") != "0" and any(
         getattr(backend, "migrate", False) for backend in config.backends.values()
     )
-    if migrate and args.workers == 1:
-        migrate_before_serving(config)
-    os.environ["STACKGATE_MIGRATE"] = "0"  # done once here, not again in each worker
+    if migrate:
+        if args.workers == 1:
+            migrate_before_serving(config)
+        os.environ["STACKGATE_MIGRATE"] = "0"  # done once here, not again in each worker
     settings = dict(
         host=args.host,
         port=args.port,
