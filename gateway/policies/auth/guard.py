@@ -40,6 +40,7 @@ import limits
 from limits.aio.storage import MemoryStorage
 
 from gateway import metrics
+from gateway.context import Services
 from gateway.errors import GatewayError
 from gateway.policies.auth.identity import BadCredentials
 from gateway.policies.throttle import STORE_RETRY_SECONDS, Limiter, ThrottleSettings, client_key, limiter_for, parse_rate
@@ -96,9 +97,9 @@ class FailureGuard:
     def __bool__(self) -> bool:
         return bool(self.address or self.address_identity)
 
-    def use(self, runtime: dict) -> None:
-        """Count in the gateway's throttle storage (``runtime["throttle"]``), creating it if need be."""
-        self.limiter = limiter_for(self.throttle, runtime)
+    def use(self, services: Services) -> None:
+        """Count in the gateway's throttle storage (``services.throttle``), creating it if need be."""
+        self.limiter = limiter_for(self.throttle, services)
 
     def _limiter(self) -> Limiter:
         if self.limiter is None:  # no route checks credentials: only the admin endpoints do
@@ -213,5 +214,5 @@ class Reservation:
         self.guard._release(keys)
 
 
-_OWN: dict[str, Any] = {}
+_OWN = Services()
 """The storage of a config whose routes never check credentials (only the admin endpoints do)."""

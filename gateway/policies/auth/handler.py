@@ -5,7 +5,7 @@ A request carries at most one credential: one ``X-API-Key`` or one
 No credential: anonymous, which only an ``auth = "optional"`` route lets
 through; a credential that proves nothing is refused on every route that
 checks them, optional ones included. The result travels in the scope
-(``stackgate.identity``, ``stackgate.roles``, ``stackgate.auth_scheme``) and
+(``RequestContext.identity``, ``.roles``, ``.auth_scheme``) and
 as gateway-set headers (``X-Consumer-Id``, ``X-Consumer-Roles``,
 ``X-Auth-Scheme``); the credential itself is removed unless the route sets
 ``forward_credentials``.
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Optional
 
 from gateway import headers as H
+from gateway.context import SCOPE_KEY, RequestContext, Services
 from gateway.errors import GatewayError
 from gateway.policies.auth import apikey, basic, bearer
 from gateway.policies.auth.guard import Attempt, FailureGuard
@@ -165,19 +166,19 @@ _BUILT: OrderedDict[int, tuple[Any, Authenticator]] = OrderedDict()
 _BUILT_KEEP = 4
 
 
-def authenticator_for(config: Any, runtime: Optional[dict] = None) -> Authenticator:
+def authenticator_for(config: Any, services: Optional[Services] = None) -> Authenticator:
     """The config's Authenticator, built on first use and shared by its routes and the admin app.
 
-    ``runtime`` (the gateway's): its failure counters use the throttle's storage there.
+    ``services`` (the gateway's): its failure counters use the throttle's storage there.
     """
     entry = _BUILT.get(id(config))
     if entry is not None and entry[0] is config:
-        if runtime is not None:
-            entry[1].guard.use(runtime)
+        if services is not None:
+            entry[1].guard.use(services)
         return entry[1]
     built = Authenticator(config)
-    if runtime is not None:
-        built.guard.use(runtime)
+    if services is not None:
+        built.guard.use(services)
     _BUILT[id(config)] = (config, built)  # holding the config keeps its id from being reused
     while len(_BUILT) > _BUILT_KEEP:
         _BUILT.popitem(last=False)
@@ -214,9 +215,10 @@ class Authenticate:
         headers = scope["headers"] if policy.forward_credentials else _without_credentials(scope["headers"])
         if identity is not None:
             roles = tuple(sorted(identity.roles))
-            scope["stackgate.identity"] = identity.name
-            scope["stackgate.roles"] = roles
-            scope["stackgate.auth_scheme"] = identity.scheme
+            ctx: RequestContext = scope[SCOPE_KEY]
+            ctx.identity = identity.name
+            ctx.roles = roles
+            ctx.auth_scheme = identity.scheme
             headers = [
                 *headers,
                 (H.CONSUMER_ID, identity.name.encode("ascii")),
@@ -266,9 +268,9 @@ async def require(scope: Scope, config: Any, roles: Iterable[str] = ()) -> Ident
     return identity
 
 
-def wrap(app: Any, route: Any, config: Any, runtime: dict) -> Any:
+def wrap(app: Any, route: Any, config: Any, services: Services) -> Any:
     mode = effective_mode(route, config.auth)
     if mode == "none":
         return app if route.forward_credentials else StripCredentials(app)
-    authenticator = authenticator_for(config, runtime)
+    authenticator = authenticator_for(config, services)
     return Authenticate(app, authenticator, authenticator.policy(mode, route.roles, route.auth_schemes, route.forward_credentials))
