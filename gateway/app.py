@@ -358,6 +358,11 @@ class Gateway(Starlette):
             raise RuntimeError("Cannot add a layer after the application has started")
         self._outer.append(wrap)
 
+    def add_user_route(self, route: BaseRoute) -> None:
+        """One more user route, after those given (``add_route``, ``mount`` and ``host`` come here)."""
+        self.user_routes = (*self.user_routes, route)
+        self.apply(self.compiled.config)
+
     def apply(self, config: Config) -> None:
         """Swap in a new config (one assignment: requests in flight keep the state they hold)."""
         self.compiled = compile_config(config, self.services, self.user_routes, _ToEdge(self))

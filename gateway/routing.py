@@ -259,7 +259,24 @@ class GatewayRouter(Router):
     @routes.setter
     def routes(self, value: list[BaseRoute]) -> None:
         if value:
-            raise TypeError("add routes with create_app(routes=...) or [[routes]] in the config")
+            raise TypeError("add routes with create_app(routes=...), add_route() or mount(), or [[routes]] in the config")
+
+    def mount(self, path: str, app: Any = None, routes: Any = None, name: Optional[str] = None) -> None:
+        from starlette.routing import Mount
+
+        self._gateway.add_user_route(Mount(path, app=app, routes=routes, name=name))
+
+    def host(self, host: str, app: Any, name: Optional[str] = None) -> None:
+        from starlette.routing import Host
+
+        self._gateway.add_user_route(Host(host, app=app, name=name))
+
+    def add_route(self, path: str, endpoint: Any, methods: Any = None, name: Optional[str] = None, include_in_schema: bool = True) -> None:
+        from starlette.routing import Route as StarletteRoute
+
+        self._gateway.add_user_route(
+            StarletteRoute(path, endpoint=endpoint, methods=methods, name=name, include_in_schema=include_in_schema)
+        )
 
     async def app(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":

@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.responses import JSONResponse, PlainTextResponse
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, Router
 
 from gateway.app import create_app
 from gateway.config import parse_config
@@ -199,3 +199,13 @@ async def test_a_reload_swaps_the_routes_a_new_request_sees():
         app.apply(parse_config(BASE_TEST_CONFIG.replace('prefix = "/v1"', 'prefix = "/v2"').encode(), "test.toml"))
         assert (await client.get("/v2/x")).status_code == 200
         assert (await client.get("/v1/x")).status_code == 404
+
+
+async def test_starlettes_add_route_and_mount_add_user_routes():
+    app = gateway()
+    app.add_route("/hello/{name}", hello)
+    app.mount("/bare", Router([Route("/ping", hello_bare)]))
+    async with client_for(app) as client:
+        assert (await client.get("/hello/bo")).json()["hello"] == "bo"
+        assert (await client.get("/bare/ping")).text == "pong"
+        assert (await client.get("/v1/x")).status_code == 200
