@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Iterable, Mapping, Optional, Sequence
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.exceptions import ExceptionMiddleware
@@ -103,7 +104,7 @@ def compile_config(
                 hosts=tuple(route_config.hosts) if route_config.hosts else None,
                 extra_request_headers=tuple(request_headers),
                 extra_response_headers=response_headers,
-                max_body_size=route_config.max_body_size,
+                max_body_size=route_config.max_body_size or config.gateway.max_body_size,
             )
         )
     proxies = None
@@ -174,6 +175,40 @@ async def http_exception_handler(request: Request, exc: Exception) -> Response:
     return error_response(GatewayError(exc.status_code, code, str(exc.detail), headers), request.scope[SCOPE_KEY].request_id)
 
 
+class _ExceptionHandlers(ExceptionMiddleware):
+    """Starlette's ``ExceptionMiddleware``, the same handlers, without its per-request ``send`` wrapper.
+
+    The edge already tracks whether a response began (``RequestContext.response_started``);
+    the wrapper cost about a microsecond a request (docs/performance.md).
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        scope["starlette.exception_handlers"] = (self._exception_handlers, self._status_handlers)
+        try:
+            await self.app(scope, receive, send)
+        except Exception as exc:
+            handler = None
+            if isinstance(exc, HTTPException):
+                handler = self._status_handlers.get(exc.status_code)
+            if handler is None:
+                handler = next((self._exception_handlers[c] for c in type(exc).__mro__ if c in self._exception_handlers), None)
+            if handler is None:
+                raise
+            if scope[SCOPE_KEY].response_started:
+                raise RuntimeError("Caught handled exception, but response already started.") from exc
+            request = Request(scope, receive, send)
+            if asyncio.iscoroutinefunction(handler):
+                response = await handler(request, exc)
+            else:
+                response = await run_in_threadpool(handler, request, exc)
+            if response is not None:
+                await response(scope, receive, send)
+            exc.__traceback__ = None  # a reused exception instance would collect tracebacks
+
+
 class Edge:
     """The outermost layer (pure ASGI): everything every request gets, whatever serves it."""
 
@@ -205,13 +240,12 @@ class Edge:
         out_headers = ctx.response_headers
         out_headers.append((H.REQUEST_ID, request_id.encode()))
         status = 0
-        response_started = False
         admin = False
 
         async def send_out(message: dict) -> None:
-            nonlocal status, response_started
+            nonlocal status
             if message["type"] == "http.response.start":
-                response_started = True
+                ctx.response_started = True
                 status = message["status"]
                 message["headers"] = [*message.get("headers", ()), *out_headers]
             await send(message)
@@ -237,7 +271,7 @@ class Edge:
                 raise _not_allowed(host)
             await self.app(scope, receive, send_out)
         except GatewayError as exc:
-            if response_started:
+            if ctx.response_started:
                 raise
             _count(ctx, exc)
             await send_gateway_error(send_out, exc, request_id)
@@ -245,18 +279,18 @@ class Edge:
             status = status or 499
         except asyncio.CancelledError:
             # The server's graceful shutdown timed out on this request: answer it, then let the cancel go on.
-            if not response_started:
+            if not ctx.response_started:
                 await send_error(
                     send_out, 503, "shutting_down", "The gateway is shutting down; retry.", request_id,
                     [(b"retry-after", b"1"), (b"connection", b"close")],
                 )
             raise
         except Exception as exc:
-            if isinstance(exc.__cause__, GatewayError) and response_started:
+            if isinstance(exc.__cause__, GatewayError) and ctx.response_started:
                 raise exc.__cause__ from None  # Starlette's "response already started": the gateway's own error
             route = ctx.route
             logger.exception("request %s failed in backend %s", request_id, route.config.backend if route else "-")
-            if response_started:
+            if ctx.response_started:
                 # The server closes the connection: a truncated body must not look complete.
                 raise logs.Logged(f"request {request_id}: the backend failed after the response began") from None
             await send_error(send_out, 502, "backend_error", "The backend failed to answer.", request_id)
@@ -344,7 +378,7 @@ class Gateway(Starlette):
         """Edge -> user middleware -> ExceptionMiddleware -> router (no ServerErrorMiddleware: every error is JSON)."""
         handlers: dict[Any, Callable] = {GatewayError: gateway_error_handler, HTTPException: http_exception_handler}
         handlers.update(self.exception_handlers)
-        app: ASGIApp = ExceptionMiddleware(self.router, handlers=handlers, debug=self.debug)
+        app: ASGIApp = _ExceptionHandlers(self.router.app, handlers=handlers, debug=self.debug)
         for cls, args, kwargs in reversed(self.user_middleware):
             app = cls(app, *args, **kwargs)
         app = Edge(app, self)

@@ -52,6 +52,8 @@ class RequestContext:
     """The backend chosen for this request (``split``); None: the route's ``backend``."""
     response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     """Added to every answer of the request, the gateway's own errors included."""
+    response_started: bool = False
+    """True once the response's first message went out: an error can then only close the connection."""
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds spent in named steps, for policies that measure themselves."""
     compiled: Any = None
