@@ -209,3 +209,22 @@ async def test_starlettes_add_route_and_mount_add_user_routes():
         assert (await client.get("/hello/bo")).json()["hello"] == "bo"
         assert (await client.get("/bare/ping")).text == "pong"
         assert (await client.get("/v1/x")).status_code == 200
+
+
+class Unpaid(Exception):
+    pass
+
+
+async def unpaid_endpoint(request):
+    raise Unpaid()
+
+
+async def test_user_exception_handlers_answer_their_exceptions():
+    def on_unpaid(request, exc):  # a plain function: Starlette runs it in the thread pool
+        return JSONResponse({"error": {"code": "payment_required"}}, status_code=402)
+
+    app = gateway(routes=[Route("/pay", unpaid_endpoint)], exception_handlers={Unpaid: on_unpaid})
+    async with client_for(app) as client:
+        response = await client.get("/pay", headers={"X-Request-ID": "pay-1"})
+    assert response.status_code == 402 and response.json() == {"error": {"code": "payment_required"}}
+    assert response.headers["x-request-id"] == "pay-1"

@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import functools
 import importlib
-import logging
 import re
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Callable, Optional
 
 from gateway.context import SCOPE_KEY, Services
-
-logger = logging.getLogger("stackgate")
 
 ENTRY_POINT_GROUP = "stackgate.policies"
 THIRD_PARTY_ORDER = 200
@@ -91,7 +88,11 @@ def registry() -> tuple[Policy, ...]:
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         if entry.name in taken:
             raise PolicyError(f'policy "{entry.name}" ({entry.value}): the name is taken by a built-in key or another policy')
-        policies.append(from_module(entry.name, entry.load(), entry.value))
+        try:
+            module = entry.load()
+        except Exception as exc:
+            raise PolicyError(f'policy "{entry.name}" ({entry.value}): cannot import it: {type(exc).__name__}: {exc}') from exc
+        policies.append(from_module(entry.name, module, entry.value))
         taken.add(entry.name)
     return tuple(sorted(policies, key=lambda p: p.order))
 

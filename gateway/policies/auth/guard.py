@@ -34,7 +34,7 @@ import hashlib
 import logging
 import math
 import time
-from typing import Any, Optional
+from typing import Optional
 
 import limits
 from limits.aio.storage import MemoryStorage
