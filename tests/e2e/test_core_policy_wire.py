@@ -1,4 +1,4 @@
-"""A third-party policy package, installed with pip, configured in config.toml, through a real gateway.
+"""Extensions through a real gateway: a policy package installed with pip, a middleware, a mounted ASGI app.
 
 The package (tests/fixtures/ip_allow_policy) was written against
 docs/extending.md: an entry point in ``stackgate.policies``, a pydantic
@@ -129,3 +129,56 @@ def test_the_policy_refuses_other_networks_in_the_json_shape_before_auth(server)
 def test_routes_without_the_key_are_untouched(server):
     response = httpx.get(server.url + "/open/x", timeout=30)
     assert response.status_code == 200 and "x-let-in-by" not in response.headers
+
+
+APPS_CONFIG = """
+[gateway]
+middleware = [{ use = "tests.fixtures.core_apps:Stamp", options = { header = "X-Stamp", value = "stamped" } }]
+
+[backends.rec]
+kind = "wsgi"
+app = "tests.fixtures.wsgi_apps:recorder"
+threads = 2
+
+[backends.reports]
+kind = "asgi"
+app = "tests.fixtures.core_apps:reports"
+
+[[routes]]
+prefix = "/reports"
+backend = "reports"
+auth = "none"
+
+[[routes]]
+prefix = "/blocked"
+backend = "rec"
+auth = "none"
+"""
+
+
+@pytest.fixture(scope="module")
+def apps_server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("core-apps")
+    config = folder / "config.toml"
+    config.write_text(APPS_CONFIG)
+    proc = GatewayProcess(config, base_env(STACKGATE_DATA_DIR=str(folder))).start(timeout=90)
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def test_a_mounted_asgi_app_behind_the_config_middleware(apps_server):
+    response = httpx.get(apps_server.url + "/reports/ping", headers={"X-Request-ID": "mw-1"}, timeout=30)
+    assert response.status_code == 200, apps_server.log()
+    assert response.json() == {"root_path": "/reports", "path": "/reports/ping", "identity": None}
+    assert response.headers["x-stamp"] == "stamped mw-1" and response.headers["x-request-id"] == "mw-1"
+
+
+def test_a_middlewares_error_gets_the_json_shape(apps_server):
+    response = httpx.get(apps_server.url + "/blocked/x", headers={"X-Request-ID": "mw-2"}, timeout=30)
+    assert response.status_code == 451, apps_server.log()
+    assert response.json() == {
+        "error": {"status": 451, "code": "blocked_here", "message": "The stamp middleware blocks this path.", "request_id": "mw-2"}
+    }
+    assert response.headers["x-stamp"] == "stamped mw-2"
