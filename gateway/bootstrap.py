@@ -412,6 +412,14 @@ class Guard:
         await self.app(scope, inner_receive, inner_send)
 
 
-def guard(app: Any, config: Config) -> Guard:
-    """``app`` with the bootstrap checks, for a server process (``gateway.asgi``)."""
+def guard(app: Any, config: Config) -> Any:
+    """``app`` with the bootstrap checks, for a server process (``gateway.asgi``).
+
+    A gateway (``create_app``) gets them as its outermost layer and stays the
+    Starlette app it is; any other ASGI app is wrapped.
+    """
+    wrap_outside = getattr(app, "wrap_outside", None)
+    if wrap_outside is not None:
+        wrap_outside(lambda inner: Guard(inner, config))
+        return app
     return Guard(app, config)

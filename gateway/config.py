@@ -21,19 +21,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, create_model, field_validator
 
 from gateway.backends import KINDS
 from gateway.config_lines import KeyLines
 from gateway.edge.settings import ServerSettings
+from gateway import policies
 from gateway.policies.auth import AuthSettings, ConsumerConfig
 from gateway.policies.auth import check as check_auth
 from gateway.policies.auth import resolve as resolve_auth
 from gateway.policies.split import SplitSettings
 from gateway.policies.throttle import ThrottleSettings
 from gateway.policies.versions import VersionConfig
-from gateway.routing import RouteConfig
-from gateway.schema import ByteSize, Schema
+from gateway.routing import RouteFields
+from gateway.schema import ByteSize, Schema, format_loc
 
 DEFAULT_PATH = "config.toml"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -48,6 +49,25 @@ class ConfigError(Exception):
         self.problems = problems
 
 
+_IMPORT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+class MiddlewareConfig(Schema):
+    """One ``[gateway] middleware`` entry: an ASGI middleware class and its keyword arguments."""
+
+    use: str
+    """``"package.module:Class"``; called as ``Class(app, **options)``."""
+    options: dict[str, Any] = {}
+    """Keyword arguments for the class."""
+
+    @field_validator("use")
+    @classmethod
+    def _use(cls, value: str) -> str:
+        if not _IMPORT.match(value):
+            raise ValueError(f'"{value}" must be an import string such as "package.module:Class"')
+        return value
+
+
 class GatewaySettings(Schema):
     """The ``[gateway]`` table."""
 
@@ -60,6 +80,8 @@ class GatewaySettings(Schema):
     allowed_hosts: list[str] = []
     """Hosts the gateway serves (``api.example.com``, ``*.example.com``, ``.example.com``,
     ``127.0.0.1``, ``[::1]``); other valid hosts get 421. Empty: any valid host (``gateway.host``)."""
+    middleware: list[MiddlewareConfig] = []
+    """ASGI middleware inside the request-id/error layer, outermost first (docs/extending.md)."""
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -90,6 +112,19 @@ class GatewaySettings(Schema):
                 '"*.example.com" (its subdomains), ".example.com" (it and its subdomains), "127.0.0.1" or "[::1]", without a port'
             )
         return patterns
+
+
+def _route_model() -> type:
+    """``[[routes]]``: the route's own keys, each built-in policy's keys, one key per third-party policy."""
+    registered = policies.registry()
+    mixins = tuple(p.fields for p in reversed(registered) if p.fields is not None)
+    extra: dict[str, Any] = {p.name: (Optional[p.schema], None) for p in registered if p.schema is not None}
+    return create_model(
+        "RouteConfig", __base__=(*mixins, RouteFields), __module__=__name__, __doc__="One ``[[routes]]`` entry.", **extra
+    )
+
+
+RouteConfig = _route_model()
 
 
 class Config(Schema):
@@ -152,16 +187,6 @@ class _Problems:
         if where:
             message += f" ({', '.join(where)})"
         self.items.append(f"{self.source}: {format_loc(loc)}: {message}")
-
-
-def format_loc(loc: Iterable[Any]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
 
 
 def _message(error: dict) -> str:

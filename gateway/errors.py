@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from typing import Iterable
 
+from starlette.responses import Response
+
 from gateway.types import Send
 
 JSON_CONTENT_TYPE = (b"content-type", b"application/json")
@@ -65,3 +67,17 @@ async def send_error(
 
 async def send_gateway_error(send: Send, exc: GatewayError, request_id: str | None) -> None:
     await send_error(send, exc.status, exc.code, exc.message, request_id, exc.headers, **exc.extra)
+
+
+class ErrorResponse(Response):
+    """The JSON error shape as a Starlette ``Response`` (what the gateway's exception handlers return)."""
+
+    def __init__(self, exc: GatewayError, request_id: str | None) -> None:
+        self.status_code = exc.status
+        self.body = error_body(exc.status, exc.code, exc.message, request_id, **exc.extra)
+        self.background = None
+        self.raw_headers = [JSON_CONTENT_TYPE, (b"content-length", str(len(self.body)).encode()), *exc.headers]
+
+
+def error_response(exc: GatewayError, request_id: str | None) -> Response:
+    return ErrorResponse(exc, request_id)

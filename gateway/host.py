@@ -31,11 +31,10 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
+from gateway.context import SCOPE_KEY
 from gateway.types import Receive, Scope, Send
 
 #: Scope key: the ``X-Forwarded-Host`` of a peer in ``[gateway] trusted_proxies`` (bytes).
-FORWARDED_HOST = "stackgate.forwarded_host"
-
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_NAME_LENGTH = 253
 
@@ -178,5 +177,5 @@ class ForwardedHost:
             if client and self._trusted(client[0]):
                 values = [value for name, value in scope["headers"] if name == b"x-forwarded-host"]
                 if values:
-                    scope[FORWARDED_HOST] = values[-1].rsplit(b",", 1)[-1].strip()
+                    scope[SCOPE_KEY].forwarded_host = values[-1].rsplit(b",", 1)[-1].strip()
         await self.app(scope, receive, send)

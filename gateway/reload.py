@@ -3,7 +3,7 @@
 An edit goes through the same ``load_config`` as ``stackgate check``. A valid
 one is compiled into a new state and swapped in with one assignment:
 requests in flight finish on the state they started with, throttle counters
-live in the runtime and survive. An invalid edit changes nothing — the old
+live in the services and survive. An invalid edit changes nothing — the old
 config keeps serving — and its problems are logged and shown at
 ``/_stackgate/status``. Backends are built once per process, so a change to
 one (its import string, its pool) is reported as needing a restart and
@@ -21,13 +21,10 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import Any, Callable, Optional
 
 from gateway import metrics
-from gateway.config import ConfigError, load_config
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
+from gateway.config import Config, ConfigError, load_config
 
 logger = logging.getLogger("stackgate.reload")
 
@@ -53,15 +50,25 @@ def _now() -> str:
 
 
 class Reloader:
-    def __init__(self, gateway: "Gateway", path: str) -> None:
-        self.gateway = gateway
+    """Watches one file; ``apply(config)`` swaps a valid edit in, ``restart_needed(config)`` lists what cannot."""
+
+    def __init__(
+        self,
+        config: Config,
+        path: str,
+        apply: Callable[[Config], None],
+        restart_needed: Callable[[Config], list[str]],
+    ) -> None:
+        self.current = config
+        self.apply = apply
+        self.restart_needed = restart_needed
         self.path = Path(path).resolve()
         self.task: Optional[asyncio.Task] = None
-        self.seen = gateway.state.config.digest
+        self.seen = config.digest
         self.last: dict[str, Any] = {
             "ok": True,
             "at": _now(),
-            "version": gateway.state.config.digest,
+            "version": config.digest,
             "message": "loaded at start",
             "problems": [],
         }
@@ -72,7 +79,7 @@ class Reloader:
         ``asked`` (a SIGHUP): read and report even a file seen before; otherwise
         (the watch, the poll) a file seen before is left alone, silently.
         """
-        current = self.gateway.state.config
+        current = self.current
         try:
             raw = self.path.read_bytes()
         except OSError as exc:
@@ -92,10 +99,11 @@ class Reloader:
             if asked:
                 return self._result(True, "unchanged", UNCHANGED, [], current.digest, log_message="config unchanged")
             return self.last
-        restart = self.gateway.restart_needed(config)
+        restart = self.restart_needed(config)
         if restart:
             return self._result(False, "restart_required", "not applied: these changes need a restart", restart, current.digest)
-        self.gateway.apply(config)
+        self.apply(config)
+        self.current = config
         return self._result(True, "applied", "applied", [], config.digest)
 
     def _result(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Any, Iterable
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
@@ -33,3 +33,14 @@ def parse_size(value: object) -> int:
 
 
 ByteSize = Annotated[int, BeforeValidator(parse_size)]
+
+
+def format_loc(loc: Iterable[Any]) -> str:
+    """``("routes", 2, "auth")`` -> ``routes[2].auth``: how config problems name a key."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out

@@ -60,23 +60,23 @@ async def test_valid_edit_is_applied(setup):
 
 async def test_invalid_edit_keeps_the_old_config(setup):
     app, path, client = setup
-    before = app.state
+    before = app.compiled
     path.write_text(CONFIG.replace('backend = "rec"', 'backend = "nope"'))
     result = app.reloader.reload()
     assert result["ok"] is False
     assert result["problems"] == [f'{path.resolve()}: routes[0].backend: unknown backend "nope"; known: "other", "rec"']
-    assert app.state is before
+    assert app.compiled is before
     assert (await client.get("/v1/x")).status_code == 200
 
 
 async def test_backend_change_needs_a_restart(setup):
     app, path, client = setup
-    before = app.state
+    before = app.compiled
     path.write_text(CONFIG.replace("threads", "threads").replace('app = "tests.fixtures.wsgi_apps:variant_a"', 'app = "tests.fixtures.wsgi_apps:variant_b"\nthreads = 3'))
     result = app.reloader.reload()
     assert result["ok"] is False and "restart" in result["message"]
     assert result["problems"] == [f"{path.resolve()}: backends.other: app, threads changed; a restart is needed to rebuild a backend"]
-    assert app.state is before
+    assert app.compiled is before
 
 
 async def test_request_in_flight_finishes_on_the_config_it_started_with(tmp_path):
@@ -225,7 +225,7 @@ async def test_an_edit_the_watch_missed_is_read_even_while_the_folder_is_busy(se
 
 async def test_sighup_with_an_unchanged_file_is_logged_and_stamped(setup, monkeypatch, caplog):
     app, path, client = setup
-    version = app.state.config.digest
+    version = app.compiled.config.digest
     monkeypatch.setattr(reload, "_now", lambda: "2030-01-01T00:00:00Z")
     caplog.set_level(logging.INFO, logger="stackgate.reload")
     assert app.reloader.reload()["message"] == "loaded at start"  # the watch's read of a known file: silent

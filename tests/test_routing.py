@@ -2,7 +2,8 @@
 
 import pytest
 
-from gateway.routing import MethodNotAllowed, NoRoute, Route, RouteConfig, RouteTable
+from gateway.config import RouteConfig
+from gateway.routing import MethodNotAllowed, NoRoute, Route, RouteTable
 
 
 def table(*specs):

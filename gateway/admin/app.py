@@ -10,7 +10,9 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Optional
+
+from starlette.routing import Route, Router
 
 from gateway import metrics
 from gateway.edge import supervisor
@@ -20,9 +22,6 @@ from gateway.admin.series import TrafficSeries
 from gateway.errors import GatewayError
 from gateway.routing import ADMIN_PREFIX
 from gateway.types import Receive, Scope, Send
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
 
 DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboard"
 _ASSET_TYPES = {".html": b"text/html; charset=utf-8", ".css": b"text/css; charset=utf-8", ".js": b"text/javascript; charset=utf-8"}
@@ -69,39 +68,40 @@ def workers_status() -> dict[str, Any]:
 
 
 class AdminApp:
-    def __init__(self, gateway: "Gateway") -> None:
+    """The ``/_stackgate`` endpoints: a Starlette ``Router`` of ``Route``s, dispatched by the gateway's edge.
+
+    It sits outside user middleware and ``[gateway] allowed_hosts``; its errors
+    are ``GatewayError``s in the one JSON shape. ``gateway`` is read for state
+    only (the compiled config, services, reloader status).
+    """
+
+    def __init__(self, gateway: Any) -> None:
         self.gateway = gateway
         self.series = TrafficSeries()
-        self.open: dict[str, Endpoint] = {
-            "/health": self.health,
-            "/ready": self.ready,
-            "/metrics": self.metrics,
-            "/openapi.json": self.openapi,
-            "/docs": self.docs,
+        open_ = {
+            "/health": self.health, "/ready": self.ready, "/metrics": self.metrics,
+            "/openapi.json": self.openapi, "/docs": self.docs, "/docs/{name:path}": self.docs,
         }
-        self.protected: dict[str, Endpoint] = {
-            "/": self.dashboard,
-            "/status": self.status,
-            "/stats": self.stats,
-            "/mirror": self.mirror,
-        }
+        protected = {"/": self.dashboard, "/status": self.status, "/stats": self.stats, "/mirror": self.mirror}
+        routes = [Route(path, _endpoint(fn), methods=["GET", "HEAD"]) for path, fn in open_.items()]
+        routes += [Route(path, _endpoint(fn, self._require_admin), methods=["GET", "HEAD"]) for path, fn in protected.items()]
+        routes.append(Route("/dashboard/{name:path}", _endpoint(self.asset, self._require_admin), methods=["GET", "HEAD"]))
+        self.router = Router(routes, redirect_slashes=False, default=_not_found)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
-        sub = path[len(ADMIN_PREFIX) :] or "/"
         if scope["method"] not in ("GET", "HEAD"):
             raise GatewayError(405, "method_not_allowed", f'Method "{scope["method"]}" not allowed.', [(b"allow", b"GET, HEAD")])
-        endpoint = self.open.get(sub) or (self.docs if sub.startswith("/docs/") else None)
-        if endpoint is None:
-            endpoint = self.protected.get(sub)
-            if endpoint is None and sub.startswith("/dashboard/"):
-                endpoint = self.asset
-            if endpoint is None:
-                raise GatewayError(404, "not_found", f"No gateway endpoint at {path}.")
-            await self.gateway.require_admin(scope)
-        await endpoint(scope, receive, send)
+        sub = dict(scope)
+        sub["path"] = path if path != ADMIN_PREFIX else ADMIN_PREFIX + "/"
+        sub["root_path"] = ADMIN_PREFIX
+        sub.pop("router", None)
+        await self.router(sub, receive, send)
+
+    async def _require_admin(self, scope: Scope) -> None:
+        await self.gateway.require_admin(scope)
 
     async def health(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send_json(send, 200, {"status": "ok", "config_version": self.gateway.state.config.digest, "worker": os.getpid()})
+        await send_json(send, 200, {"status": "ok", "config_version": self.gateway.compiled.config.digest, "worker": os.getpid()})
 
     async def ready(self, scope: Scope, receive: Receive, send: Send) -> None:
         checks = await self.gateway.readiness()
@@ -112,7 +112,7 @@ class AdminApp:
         await send_bytes(send, 200, metrics.exposition(), metrics.CONTENT_TYPE)
 
     async def openapi(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send_bytes(send, 200, await openapi.document(self.gateway.state.config), b"application/json")
+        await send_bytes(send, 200, await openapi.document(self.gateway.compiled.config), b"application/json")
 
     async def docs(self, scope: Scope, receive: Receive, send: Send) -> None:
         body, content_type, headers = viewer.asset(scope["path"][len(ADMIN_PREFIX) + len("/docs") :])
@@ -153,3 +153,23 @@ class AdminApp:
         except OSError:
             raise GatewayError(404, "not_found", "Not found.") from None
         await send_bytes(send, 200, body, _ASSET_TYPES.get(path.suffix, b"application/octet-stream"), _PAGE_HEADERS)
+
+
+def _endpoint(fn: Endpoint, guard: Optional[Callable[[Scope], Awaitable[None]]] = None) -> Endpoint:
+    """An ASGI endpoint for ``Route`` (a class instance, so Starlette passes the raw scope), behind ``guard``."""
+    return _Endpoint(fn, guard)
+
+
+class _Endpoint:
+    def __init__(self, fn: Endpoint, guard: Optional[Callable[[Scope], Awaitable[None]]]) -> None:
+        self.fn = fn
+        self.guard = guard
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.guard is not None:
+            await self.guard(scope)
+        await self.fn(scope, receive, send)
+
+
+async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
+    raise GatewayError(404, "not_found", f"No gateway endpoint at {scope['path']}.")

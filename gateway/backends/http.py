@@ -14,6 +14,7 @@ from typing import AsyncIterator, Literal
 from pydantic import Field, field_validator
 
 from gateway import headers as H
+from gateway.context import DEFAULT_MAX_BODY_SIZE, SCOPE_KEY
 from gateway.backends.base import Backend
 from gateway.backends.wsgi import ClientDisconnected
 from gateway.errors import GatewayError
@@ -104,7 +105,8 @@ class HTTPBackend(Backend):
             headers.append((H.X_FORWARDED_PREFIX, encode_path(root_path)))
         query = scope.get("query_string", b"")
         target = httpx.URL(self.config.url + encode_path(path).decode("ascii"), query=query or None)
-        limit = scope.get("stackgate.max_body_size", 10 << 20)
+        ctx = scope.get(SCOPE_KEY)
+        limit = ctx.max_body_size if ctx is not None else DEFAULT_MAX_BODY_SIZE
         body = _request_body(receive, limit) if _has_body(scope) else None
         request = self.client.build_request(scope["method"], target, headers=headers, content=body)
         try:

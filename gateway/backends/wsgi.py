@@ -22,6 +22,7 @@ from typing import Any, Literal, Optional
 from pydantic import Field, field_validator, model_validator
 
 from gateway import metrics
+from gateway.context import DEFAULT_MAX_BODY_SIZE, SCOPE_KEY
 from gateway.backends.base import AppImportConfig, Backend, load_app
 from gateway.backends.pool import PROCESS_GATE, HotPool
 from gateway.errors import GatewayError
@@ -290,7 +291,8 @@ class WSGIBackend(Backend):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         loop = asyncio.get_running_loop()
-        limit: int = scope.get("stackgate.max_body_size", 10 << 20)
+        ctx = scope.get(SCOPE_KEY)
+        limit: int = ctx.max_body_size if ctx is not None else DEFAULT_MAX_BODY_SIZE
         declared = _content_length(scope)
         if declared is not None and declared > limit:
             raise _too_large(limit)
@@ -501,7 +503,8 @@ def make_environ(scope: Scope, body_file: Any, body_len: int) -> dict:
             value = environ[key] + ("; " if key == "HTTP_COOKIE" else ",") + value
         environ[key] = value
     environ["CONTENT_LENGTH"] = str(body_len)
-    identity = scope.get("stackgate.identity")
+    ctx = scope.get(SCOPE_KEY)
+    identity = ctx.identity if ctx is not None else None
     if identity:
         environ["REMOTE_USER"] = identity
     return environ

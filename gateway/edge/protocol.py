@@ -18,6 +18,7 @@ from typing import Optional
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from gateway.context import NON_ORIGIN_FORM
 from gateway.edge import balance, settings
 from gateway.errors import error_body
 
@@ -177,7 +178,7 @@ class HttpProtocol(HttpToolsProtocol):
             if _has_body(self.headers):
                 raise _Refusal(*UPGRADE_WITH_BODY)
         if not origin_form:
-            self.scope["stackgate.non_origin_form"] = True
+            self.scope[NON_ORIGIN_FORM] = True
         super().on_headers_complete()
         self._messages += 1
         self._awaiting_head = False

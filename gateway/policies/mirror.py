@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from gateway import metrics
+from gateway.context import SCOPE_KEY
 from gateway.backends.wsgi import make_environ
 from gateway.shadow.compare import Answer, Mismatch, content_type, outcome
 from gateway.types import Receive, Scope, Send
@@ -60,7 +61,7 @@ class RouteMirrorStats:
 
 
 class MirrorRegistry(dict):
-    """Route label -> RouteMirrorStats; lives in the runtime, so it survives reloads."""
+    """Route label -> RouteMirrorStats; lives in the services, so it survives reloads."""
 
     def for_route(self, label: str, keep: int) -> RouteMirrorStats:
         stats = self.get(label)
@@ -175,10 +176,10 @@ class Mirror:
         self.stats.recent.append(
             {
                 "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "request_id": scope.get("stackgate.request_id"),
+                "request_id": scope[SCOPE_KEY].request_id,
                 "method": scope["method"],
                 "path": scope["path"] + (f"?{query}" if query else ""),
-                "identity": scope.get("stackgate.identity"),
+                "identity": scope[SCOPE_KEY].identity,
                 "served_by": served_name,
                 "compared_with": other_name,
                 "status": mismatch.status,

@@ -16,6 +16,7 @@ from typing import Any, Optional
 from pydantic import Field, ValidationInfo, field_validator
 
 from gateway import headers as H
+from gateway.context import SCOPE_KEY, RequestContext, Services
 from gateway.schema import Schema
 from gateway.types import Receive, Scope, Send
 
@@ -121,11 +122,12 @@ class Split:
     def pick(self, scope: Scope) -> tuple[bytes, Optional[bytes]]:
         """(backend name, new cookie token to set or None)."""
         headers = scope["headers"]
-        if self.override_roles and self.override_roles.intersection(scope.get("stackgate.roles") or ()):
-            wanted = scope.get("stackgate.override")
+        ctx: RequestContext = scope[SCOPE_KEY]
+        if self.override_roles and self.override_roles.intersection(ctx.roles):
+            wanted = ctx.override
             if wanted in self.backends:
                 return wanted, None
-        identity = scope.get("stackgate.identity")
+        identity = ctx.identity
         if identity:
             return choose(self.route_key, b"c:" + identity.encode(), self.weights), None
         token = _cookie(headers)
@@ -136,7 +138,8 @@ class Split:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         name, new_cookie = self.pick(scope)
-        headers: list[tuple[bytes, bytes]] = scope["stackgate.response_headers"]
+        ctx: RequestContext = scope[SCOPE_KEY]
+        headers = ctx.response_headers
         if self.served_by:
             headers.append((H.SERVED_BY, name))
         if new_cookie is not None:
@@ -146,7 +149,7 @@ class Split:
                     b"%s=%s; Path=/; Max-Age=%d; HttpOnly; SameSite=Lax" % (COOKIE.encode(), new_cookie, COOKIE_MAX_AGE),
                 )
             )
-        scope["stackgate.backend"] = name.decode()
+        ctx.backend = name.decode()
         backend = self.backends[name]
 
         if self.mirror is not None and scope["method"] in ("GET", "HEAD"):
@@ -155,33 +158,35 @@ class Split:
         await backend(scope, receive, send)
 
 
-def wrap(app: Any, route: Any, config: Any, runtime: dict) -> Any:
+def wrap(app: Any, route: Any, config: Any, services: Services) -> Any:
     """The innermost policy: a split route's handler chooses among backends instead of ``app``."""
     if not getattr(route, "split", None):
         return app
     from gateway.policies.mirror import Mirror, MirrorRegistry
 
     settings: SplitSettings = config.split
-    backends = runtime["backends"]
+    backends = services.backends
     mirror = None
     if route.mirror:
-        registry = runtime.setdefault("mirror", MirrorRegistry())
+        if services.mirror is None:
+            services.mirror = MirrorRegistry()
+        registry = services.mirror
         stats = registry.for_route(route.label, settings.mirror_keep)
-        process = shadow_process(runtime, backends, settings.mirror_duty_cycle) if settings.mirror_process else None
+        process = shadow_process(services, backends, settings.mirror_duty_cycle) if settings.mirror_process else None
         mirror = Mirror(route, {name.encode(): backends[name] for name in route.split}, stats, settings.mirror_max_body, process)
     return Split(route, backends, settings, mirror)
 
 
-def shadow_process(runtime: dict, backends: dict[str, Any], duty_cycle: float) -> Any:
+def shadow_process(services: Services, backends: dict[str, Any], duty_cycle: float) -> Any:
     """The process that runs shadow copies to WSGI backends (one per gateway process, kept across reloads)."""
     from gateway.shadow.process import ShadowProcess
 
     apps = {name: b.config.app for name, b in backends.items() if getattr(b, "kind", None) == "wsgi"}
-    process = runtime.get("shadow_process")
+    process = services.shadow_process
     if process is None or process.apps != apps:
         if process is not None:
             process.close()
-        process = runtime["shadow_process"] = ShadowProcess(apps)
+        process = services.shadow_process = ShadowProcess(apps)
         process.warm_soon()  # on a reload; at start-up the lifespan warms it
     process.duty_cycle = duty_cycle  # sent with every copy: a reload changes it at once
     return process

@@ -25,6 +25,7 @@ from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from pydantic import Field, field_validator
 
 from gateway import metrics
+from gateway.context import SCOPE_KEY, RequestContext, Services
 from gateway.errors import GatewayError
 from gateway.storage.redis_window import RedisWindow, WindowState
 from gateway.schema import Schema
@@ -320,12 +321,13 @@ class Throttle:
         self.consumers = {consumer: _rate_set(name, rates) for consumer, rates in config.consumers.items()}
 
     def _select(self, scope: Scope) -> tuple[_RateSet, str]:
-        identity = scope.get("stackgate.identity")
+        ctx: RequestContext = scope[SCOPE_KEY]
+        identity = ctx.identity
         if not identity:
             return self.anonymous, client_key(scope)
         chosen = self.consumers.get(identity)
         if chosen is None:
-            roles = scope.get("stackgate.roles") or ()
+            roles = ctx.roles
             chosen = next((rates for role, rates in self.roles if role in roles), self.default)
         return chosen, "c:" + identity
 
@@ -334,7 +336,7 @@ class Throttle:
         headers = await self._check(rates, key)
         if headers is None:  # storage down and configured to allow: the policy holds, its state is unknown
             headers = [(b"ratelimit-policy", rates.policy_header)]
-        scope["stackgate.response_headers"].extend(headers)
+        scope[SCOPE_KEY].response_headers.extend(headers)
         await self.app(scope, receive, send)
 
     async def _check(self, rates: _RateSet, key: str) -> Optional[list[tuple[bytes, bytes]]]:
@@ -376,13 +378,13 @@ class Throttle:
         return None
 
 
-def limiter_for(settings: ThrottleSettings, runtime: dict) -> Limiter:
+def limiter_for(settings: ThrottleSettings, services: Services) -> Limiter:
     """The process's limiter: reused across reloads unless the storage settings changed."""
-    limiter: Optional[Limiter] = runtime.get("throttle")
+    limiter: Optional[Limiter] = services.throttle
     if limiter is None or limiter.settings_key != storage_key(settings):
         if limiter is not None:
             _close_later(limiter)
-        limiter = runtime["throttle"] = Limiter(settings)
+        limiter = services.throttle = Limiter(settings)
     return limiter
 
 
@@ -408,9 +410,9 @@ def _start_closing(loop: asyncio.AbstractEventLoop, limiter: Limiter) -> None:
     task.add_done_callback(_closing.discard)
 
 
-def wrap(app: Any, route: Any, config: Any, runtime: dict) -> Any:
+def wrap(app: Any, route: Any, config: Any, services: Services) -> Any:
     name = getattr(route, "throttle", None)
     if name is None:
         return app
     settings: ThrottleSettings = config.throttle
-    return Throttle(app, name, settings.policies[name], limiter_for(settings, runtime), settings.on_store_error)
+    return Throttle(app, name, settings.policies[name], limiter_for(settings, services), settings.on_store_error)

@@ -361,8 +361,8 @@ async def test_endpoint_is_public_json(gateway_client, stack_file):
     response = await client.get("/_stackgate/openapi.json")
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
-    assert response.json() == openapi.build_document(client.gateway.state.config)
-    assert response.json()["info"]["version"] == client.gateway.state.config.digest
+    assert response.json() == openapi.build_document(client.gateway.compiled.config)
+    assert response.json()["info"]["version"] == client.gateway.compiled.config.digest
     assert "/v1/things" in response.json()["paths"]
     head = await client.head("/_stackgate/openapi.json")
     assert head.status_code == 200

@@ -452,10 +452,13 @@ async def test_identity_travels_in_the_scope(keys):
         seen.update(scope)
 
     route = next(r for r in config.routes if r.prefix == "/v1")
-    policy = wrap(app, route, config, {})
-    scope = {"type": "http", "headers": [(b"x-api-key", KEYS["tester"].encode())]}
+    from gateway.context import SCOPE_KEY, RequestContext, Services
+
+    policy = wrap(app, route, config, Services())
+    scope = {"type": "http", "headers": [(b"x-api-key", KEYS["tester"].encode())], SCOPE_KEY: RequestContext(request_id="t")}
     await policy(scope, None, None)
-    assert (seen["stackgate.identity"], seen["stackgate.roles"], seen["stackgate.auth_scheme"]) == ("tester", ("tester", "user"), "api-key")
+    ctx = seen[SCOPE_KEY]
+    assert (ctx.identity, ctx.roles, ctx.auth_scheme) == ("tester", ("tester", "user"), "api-key")
 
 
 # --- HTTP Basic: off the loop, remembered briefly ---------------------------------

@@ -156,7 +156,7 @@ async def test_a_browser_asking_for_html_is_counted_not_comparable_and_keeps_not
         totals = (await client.get("/_stackgate/stats", headers=ADMIN)).json()["totals"]["mirror"]
         assert totals["not_comparable"] >= len(users)
     finally:
-        shadow = client.gateway.runtime.get("shadow_process")
+        shadow = client.gateway.services.shadow_process
         if shadow is not None:
             shadow.close()
 

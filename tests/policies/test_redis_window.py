@@ -142,16 +142,17 @@ async def test_a_server_that_stops_answering_fails_the_round_trip_in_time(limite
 
 
 async def test_a_limiter_replaced_by_a_reload_is_closed_after_its_grace(redis_server, monkeypatch):
+    from gateway.context import Services
     from gateway.policies import throttle
 
     monkeypatch.setattr(throttle, "RETIRED_GRACE_SECONDS", 0.05)
-    runtime: dict = {}
-    old = throttle.limiter_for(ThrottleSettings(storage=redis_server.url, key_prefix="a" + uuid.uuid4().hex), runtime)
+    services = Services()
+    old = throttle.limiter_for(ThrottleSettings(storage=redis_server.url, key_prefix="a" + uuid.uuid4().hex), services)
     await old.window.hit(rates("5/minute"), "p", "k")
     pool = old.storage.bridge.get_connection().connection_pool
     assert old.window._connection is not None and any(c.is_connected for c in pool._available_connections)
-    new = throttle.limiter_for(ThrottleSettings(storage=redis_server.url, key_prefix="b" + uuid.uuid4().hex), runtime)
-    assert new is not old and runtime["throttle"] is new
+    new = throttle.limiter_for(ThrottleSettings(storage=redis_server.url, key_prefix="b" + uuid.uuid4().hex), services)
+    assert new is not old and services.throttle is new
     (state,) = await old.window.hit(rates("5/minute"), "p", "k")  # a request still holding the old one
     assert state.remaining == 3
     await asyncio.sleep(0.3)

@@ -255,14 +255,14 @@ async def test_mirror_in_its_own_process_compares_too(gateway_client):
         served = [r["backend"] for r in wsgi_apps.RECORDED]
         assert len(served) == 2, "the copies ran in the other process, not here"
     finally:
-        client.gateway.runtime["shadow_process"].close()
+        client.gateway.services.shadow_process.close()
 
 
 async def test_a_burst_of_gets_is_compared_in_full_not_sampled(gateway_client):
     """Copies wait their turn for the shadow process (started before the first request); none is dropped."""
     client = gateway_client(CONFIG.replace("mirror_process = false", "mirror_process = true"))
     alice = USERS["alice"].headers()
-    process = client.gateway.runtime["shadow_process"]
+    process = client.gateway.services.shadow_process
     try:
         await process.warm()
         for _ in range(20):
@@ -277,7 +277,7 @@ async def test_a_burst_of_gets_is_compared_in_full_not_sampled(gateway_client):
 async def test_the_shadow_process_is_replaced_when_it_dies(gateway_client):
     client = gateway_client(CONFIG.replace("mirror_process = false", "mirror_process = true"))
     alice = USERS["alice"].headers()
-    process = client.gateway.runtime["shadow_process"]
+    process = client.gateway.services.shadow_process
     try:
         await process.warm()
         dead = process.proc

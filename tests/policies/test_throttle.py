@@ -96,7 +96,7 @@ async def test_exactly_the_limit_passes_under_concurrency(gateway_client, reques
     assert statuses.count(200) == 50
     assert statuses.count(429) == 150
     assert len(wsgi_apps.RECORDED) == 50
-    window = client.gateway.runtime["throttle"].window
+    window = client.gateway.services.throttle.window
     if storage == "redis" and strategy == "sliding-window-counter":
         assert window.round_trips < 100, "requests that overlap share a pipeline"
     else:

@@ -14,12 +14,13 @@ import hashlib
 import logging
 import math
 import time
-from typing import Any, Optional
+from typing import Optional
 
 import limits
 from limits.aio.storage import MemoryStorage
 
 from gateway import metrics
+from gateway.context import Services
 from gateway.errors import GatewayError
 from gateway.policies.auth.identity import BadCredentials
 from gateway.policies.throttle import STORE_RETRY_SECONDS, Limiter, ThrottleSettings, client_key, limiter_for, parse_rate
@@ -76,9 +77,9 @@ class FailureGuard:
     def __bool__(self) -> bool:
         return bool(self.address or self.address_identity)
 
-    def use(self, runtime: dict) -> None:
-        """Count in the gateway's throttle storage (``runtime["throttle"]``), creating it if need be."""
-        self.limiter = limiter_for(self.throttle, runtime)
+    def use(self, services: Services) -> None:
+        """Count in the gateway's throttle storage (``services.throttle``), creating it if need be."""
+        self.limiter = limiter_for(self.throttle, services)
 
     def _limiter(self) -> Limiter:
         if self.limiter is None:  # no route checks credentials: only the admin endpoints do
@@ -193,5 +194,5 @@ class Reservation:
         self.guard._release(keys)
 
 
-_OWN: dict[str, Any] = {}
+_OWN = Services()
 """The storage of a config whose routes never check credentials (only the admin endpoints do)."""

@@ -1,7 +1,7 @@
 """The auth policy's handler: who is calling (authenticate), may they (authorize).
 
 At most one credential per request (``X-API-Key`` or ``Authorization``). The
-identity travels in the scope and as gateway-set headers (``X-Consumer-Id``,
+identity travels in the scope (``RequestContext``) and as gateway-set headers (``X-Consumer-Id``,
 ``X-Consumer-Roles``, ``X-Auth-Scheme``); the credential is removed unless the
 route sets ``forward_credentials``. Failures go through ``guard`` first.
 """
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Optional
 
 from gateway import headers as H
+from gateway.context import SCOPE_KEY, RequestContext, Services
 from gateway.errors import GatewayError
 from gateway.policies.auth import apikey, basic, bearer
 from gateway.policies.auth.guard import Attempt, FailureGuard
@@ -157,19 +158,19 @@ _BUILT: OrderedDict[int, tuple[Any, Authenticator]] = OrderedDict()
 _BUILT_KEEP = 4
 
 
-def authenticator_for(config: Any, runtime: Optional[dict] = None) -> Authenticator:
+def authenticator_for(config: Any, services: Optional[Services] = None) -> Authenticator:
     """The config's Authenticator, built on first use and shared by its routes and the admin app.
 
-    ``runtime`` (the gateway's): its failure counters use the throttle's storage there.
+    ``services`` (the gateway's): its failure counters use the throttle's storage there.
     """
     entry = _BUILT.get(id(config))
     if entry is not None and entry[0] is config:
-        if runtime is not None:
-            entry[1].guard.use(runtime)
+        if services is not None:
+            entry[1].guard.use(services)
         return entry[1]
     built = Authenticator(config)
-    if runtime is not None:
-        built.guard.use(runtime)
+    if services is not None:
+        built.guard.use(services)
     _BUILT[id(config)] = (config, built)  # holding the config keeps its id from being reused
     while len(_BUILT) > _BUILT_KEEP:
         _BUILT.popitem(last=False)
@@ -206,9 +207,10 @@ class Authenticate:
         headers = scope["headers"] if policy.forward_credentials else _without_credentials(scope["headers"])
         if identity is not None:
             roles = tuple(sorted(identity.roles))
-            scope["stackgate.identity"] = identity.name
-            scope["stackgate.roles"] = roles
-            scope["stackgate.auth_scheme"] = identity.scheme
+            ctx: RequestContext = scope[SCOPE_KEY]
+            ctx.identity = identity.name
+            ctx.roles = roles
+            ctx.auth_scheme = identity.scheme
             headers = [
                 *headers,
                 (H.CONSUMER_ID, identity.name.encode("ascii")),
@@ -258,9 +260,9 @@ async def require(scope: Scope, config: Any, roles: Iterable[str] = ()) -> Ident
     return identity
 
 
-def wrap(app: Any, route: Any, config: Any, runtime: dict) -> Any:
+def wrap(app: Any, route: Any, config: Any, services: Services) -> Any:
     mode = effective_mode(route, config.auth)
     if mode == "none":
         return app if route.forward_credentials else StripCredentials(app)
-    authenticator = authenticator_for(config, runtime)
+    authenticator = authenticator_for(config, services)
     return Authenticate(app, authenticator, authenticator.policy(mode, route.roles, route.auth_schemes, route.forward_credentials))

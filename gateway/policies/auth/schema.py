@@ -17,7 +17,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, Validati
 from gateway.policies.auth import apikey, basic, bearer
 from gateway.policies.auth.identity import ROLE
 from gateway.policies.throttle import parse_rate
-from gateway.schema import Schema
+from gateway.schema import Schema, format_loc
 
 MODES = ("required", "optional", "none")
 #: Scheme name (as in ``auth_schemes`` and ``X-Auth-Scheme``) -> how a client sends it.
@@ -246,7 +246,6 @@ def check(
     add: Callable[[tuple, str], None],
 ) -> None:
     """Cross-checks between ``[auth]``, ``[consumers]`` and the routes (each table validated alone before)."""
-    from gateway.config import format_loc  # config imports this module
 
     owner: dict[str, tuple] = {}
     for name, consumer in consumers.items():
