@@ -26,6 +26,10 @@ RATES = """
 [auth.failure_rates]
 address = ["12/minute"]
 address_identity = ["4/minute"]
+
+# Exact counts: the default sliding-window counter forgets part of a window at its boundary.
+[throttle]
+strategy = "moving-window"
 """
 BODY = f"""
 [consumers.alice]
