@@ -18,7 +18,7 @@ rates before it have counted it, the ones after it have not (what limits'
 Behind Sentinel or in a Cluster the script goes through redis-py's client
 (which finds the primary, or the node of the slot) one call per request, not
 pipelined. In a Cluster every key of a request carries one hash tag, the
-policy and client (``stackgate:{standard/c:bob}/LIMITER/100/1/MINUTE``), so the
+policy and client (``stackgate:{standard/c:bob}/LIMITER/100/1/minute``), so the
 script's keys share a slot; limits' own strategies name them differently there.
 """
 
