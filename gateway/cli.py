@@ -366,7 +366,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from gateway import bootstrap
 
-    path = str(Path(args.config).resolve())
+    path = os.path.abspath(args.config)  # not resolved: a Kubernetes ConfigMap swaps the symlinks under it
     config = _load(path)
     if config is None:
         return 1

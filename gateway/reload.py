@@ -62,7 +62,7 @@ class Reloader:
         self.current = config
         self.apply = apply
         self.restart_needed = restart_needed
-        self.path = Path(path).resolve()
+        self.path = Path(os.path.abspath(path))  # symlinks kept: a ConfigMap update replaces what they point to
         self.task: Optional[asyncio.Task] = None
         self.seen = config.digest
         self.last: dict[str, Any] = {
@@ -147,6 +147,8 @@ class Reloader:
         # an edit made before the watch began and file systems without inotify.
         target = str(self.path)
         folder = os.path.dirname(target)
+        # A ConfigMap update renames a new ..data symlink over the old one: the file's own name sees no event.
+        ours_names = {target, os.path.join(folder, "..data")}
         self._reload_logged()
         while True:
             try:
@@ -154,7 +156,7 @@ class Reloader:
                 async for changes in awatch(
                     folder, debounce=DEBOUNCE_MS, step=STEP_MS, recursive=False, rust_timeout=POLL_MS, yield_on_timeout=True
                 ):
-                    ours = any(os.path.abspath(changed) == target for _, changed in changes)
+                    ours = any(os.path.abspath(changed) in ours_names for _, changed in changes)
                     if ours or time.monotonic() - last_read >= POLL_MS / 1000:
                         last_read = time.monotonic()
                         self._reload_logged()

@@ -5,7 +5,8 @@ route naming it, keyed by consumer id, or by client address for anonymous
 clients (IPv6 by its /64). Rates are counted in order and the first that
 refuses ends the request: a 429 with ``Retry-After``; throttled responses carry
 ``RateLimit-Policy`` and ``RateLimit``. On Redis the default strategy takes one
-script call per request (``gateway.storage.redis_window``).
+script call per request (``gateway.storage.redis_window``); ``redis+sentinel://``
+and ``redis+cluster://`` storages keep one script per request.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any, Literal, Optional
 import limits
 import redis.asyncio
 from limits.aio import strategies
-from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.storage import MemoryStorage, RedisClusterStorage, RedisSentinelStorage, RedisStorage, Storage
 from pydantic import Field, field_validator
 
 from gateway import metrics
@@ -47,6 +48,11 @@ REDIS_MAX_CONNECTIONS = 64
 REDIS_POOL_WAIT_SECONDS = 10.0
 """How long a request waits for one of those connections. All of them busy is the worker's own
 burst, not Redis down (that is the command timeout's to tell): it must not open the throttle."""
+
+
+REDIS_SCHEMES = ("redis://", "rediss://", "redis+unix://", "redis+sentinel://", "redis+cluster://")
+STORAGE_FORM = ('must be "memory://" or a Redis URL such as "redis://127.0.0.1:6379/0", '
+                '"redis+sentinel://127.0.0.1:26379/mymaster" or "redis+cluster://127.0.0.1:7000,127.0.0.1:7001"')
 
 
 def parse_rate(value: str) -> limits.RateLimitItem:
@@ -103,7 +109,8 @@ class ThrottleSettings(Schema):
     """The ``[throttle]`` table."""
 
     storage: str = "memory://"
-    """``memory://`` (one process) or ``redis://host:port/db`` / ``rediss://…`` (shared)."""
+    """``memory://`` (one process), ``redis://host:port/db`` / ``rediss://…`` (shared),
+    ``redis+sentinel://host:port,host:port/SERVICE`` or ``redis+cluster://host:port,host:port``."""
     strategy: Literal["sliding-window-counter", "moving-window", "fixed-window"] = "sliding-window-counter"
     """How windows are counted (see the limits library)."""
     on_store_error: Literal["allow", "deny"] = "allow"
@@ -117,8 +124,15 @@ class ThrottleSettings(Schema):
     @field_validator("storage")
     @classmethod
     def _storage(cls, value: str) -> str:
-        if value != "memory://" and not value.startswith(("redis://", "rediss://", "redis+unix://")):
-            raise ValueError('must be "memory://" or a Redis URL such as "redis://127.0.0.1:6379/0"')
+        if value != "memory://" and not value.startswith(REDIS_SCHEMES):
+            raise ValueError(STORAGE_FORM)
+        if value.startswith(("redis+sentinel://", "redis+cluster://")):
+            scheme, _, rest = value.partition("://")
+            hosts, _, path = rest.rpartition("@")[2].partition("/")
+            if not hosts or any(not h.rpartition(":")[2].isdigit() for h in hosts.split(",")):
+                raise ValueError(f"{scheme}:// needs host:port[,host:port...]: {STORAGE_FORM}")
+            if scheme == "redis+sentinel" and not path.strip("/"):
+                raise ValueError("redis+sentinel:// needs the service name after the hosts: redis+sentinel://host:26379/mymaster")
         return value
 
 
@@ -210,9 +224,33 @@ class _RedisStorage(RedisStorage):
 _peel_error_wrappers(_RedisStorage, keep=True)
 
 
+class _RedisSentinelStorage(RedisSentinelStorage):
+    """limits' Sentinel storage (the primary found through the sentinels), one error wrapper per method."""
+
+
+class _RedisClusterStorage(RedisClusterStorage):
+    """limits' Cluster storage (redis-py's cluster client), one error wrapper per method."""
+
+
+_peel_error_wrappers(_RedisSentinelStorage, keep=True)
+_peel_error_wrappers(_RedisClusterStorage, keep=True)
+
+
 def build_storage(settings: ThrottleSettings) -> Storage:
     if settings.storage == "memory://":
         return BoundedMemoryStorage(settings.max_keys)
+    timeouts = dict(socket_timeout=REDIS_TIMEOUT_SECONDS, socket_connect_timeout=REDIS_TIMEOUT_SECONDS)
+    if settings.storage.startswith("redis+sentinel://"):
+        # Writes go to the primary only (a replica's count lags it): use_replicas off.
+        return _RedisSentinelStorage(
+            "async+" + settings.storage, implementation="redispy", key_prefix=settings.key_prefix,
+            wrap_exceptions=True, use_replicas=False, sentinel_kwargs=timeouts, **timeouts,
+        )
+    if settings.storage.startswith("redis+cluster://"):
+        return _RedisClusterStorage(
+            "async+" + settings.storage, implementation="redispy", key_prefix=settings.key_prefix,
+            wrap_exceptions=True, **timeouts,
+        )
     # redis-py's default pool raises once 100 commands are in flight, which would read as an outage
     # (and open the throttle for a second) under a burst: a blocking pool makes the burst wait instead.
     pool = redis.asyncio.BlockingConnectionPool.from_url(
@@ -244,7 +282,12 @@ class Limiter:
         self.storage = build_storage(settings)
         self.strategy = STRATEGIES[settings.strategy](self.storage)
         one_trip = isinstance(self.storage, RedisStorage) and settings.strategy == "sliding-window-counter"
-        self.window = RedisWindow(self.storage, REDIS_TIMEOUT_SECONDS) if one_trip else None
+        direct = not isinstance(self.storage, (RedisSentinelStorage, RedisClusterStorage))
+        self.window = (
+            RedisWindow(self.storage, REDIS_TIMEOUT_SECONDS, direct=direct, one_slot=isinstance(self.storage, RedisClusterStorage),
+                        in_flight=REDIS_MAX_CONNECTIONS, queue_timeout=REDIS_POOL_WAIT_SECONDS)
+            if one_trip else None
+        )
         """Redis with the sliding window counter: one script per request (``redis_window``), not limits' two."""
         self.down_until = 0.0
         self.store_errors = 0
@@ -267,7 +310,9 @@ class Limiter:
         try:
             if self.window is not None:
                 await self.window.aclose()
-            if isinstance(self.storage, RedisStorage):
+            if isinstance(self.storage, RedisClusterStorage):
+                await self.storage.bridge.get_connection().aclose()
+            elif isinstance(self.storage, RedisStorage):
                 await self.storage.bridge.get_connection().connection_pool.disconnect()
         except Exception as exc:  # closing a connection to a server that is gone: nothing left to do
             logger.debug("closing the throttle storage: %s", exc)
@@ -349,7 +394,7 @@ class Throttle:
             limiter.store_errors += 1
             metrics.THROTTLE_STORE_ERRORS.labels(self.name).inc()
             limiter.down_until = time.monotonic() + STORE_RETRY_SECONDS
-            logger.warning("throttle storage failed: %s; %s requests for %s s", exc, "denying" if self.deny_on_error else "allowing", STORE_RETRY_SECONDS)
+            logger.warning("throttle storage failed: %s; %s requests for %s s", str(exc) or type(exc).__name__, "denying" if self.deny_on_error else "allowing", STORE_RETRY_SECONDS)
             return self._store_unavailable()
 
         now = time.time()

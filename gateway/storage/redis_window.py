@@ -5,6 +5,10 @@ window state; calls that arrive while one is on the wire go out together (no
 MULTI/EXEC). Keys, expiry and counting are limits' own, so limits' strategy
 can run beside it. Rates are taken in order; the first that refuses stops the
 request (the ones before it have counted it).
+
+Behind Sentinel or in a Cluster the script goes through redis-py's client one
+call per request; in a Cluster every key of a request carries one hash tag
+(policy and client), so the script's keys share a slot.
 """
 # Why (limits' two script calls per rate): docs/performance.md#the-redis-throttle
 
@@ -62,6 +66,10 @@ return table.concat(out, ' ')
 """
 
 
+CLIENT_DEADLINE_TRIES = 10
+"""Through redis-py's client (Sentinel, Cluster), a call may take this many timeouts: its retries included."""
+
+
 class WindowState(NamedTuple):
     """One rate's answer: whether it let the request through, what is left, when the next unit frees (epoch s)."""
 
@@ -97,8 +105,17 @@ def pack_arguments(*args: str | int) -> tuple[int, bytes]:
 class RedisWindow:
     """Sliding-window-counter hits on one limits Redis storage (its client, pool and key prefix)."""
 
-    def __init__(self, storage: Any, timeout: float) -> None:
+    def __init__(self, storage: Any, timeout: float, direct: bool = True, one_slot: bool = False,
+                 in_flight: int = 64, queue_timeout: float = 10.0) -> None:
         self.storage = storage
+        self.direct = direct
+        """Pipeline on the window's own connection to the one server; False: through the client (Sentinel, Cluster)."""
+        self.one_slot = one_slot
+        """Name every key of a request with one hash tag (Cluster)."""
+        self._in_flight = asyncio.Semaphore(in_flight)
+        self.queue_timeout = queue_timeout
+        """Through the client: calls beyond ``in_flight`` wait, up to this long, rather than fail on a full pool
+        (a burst of the worker's own is not Redis down)."""
         self.timeout = timeout
         """Seconds a round trip may take before the connection counts as failed."""
         self.client = storage.bridge.get_connection()
@@ -111,7 +128,10 @@ class RedisWindow:
         """Pipelines (or single calls) sent: fewer than calls once requests overlap."""
 
     def keys(self, item: limits.RateLimitItem, namespace: str, key: str) -> tuple[str, str]:
-        current = self.storage.bridge.prefixed_key(self.storage._current_window_key(item.key_for(namespace, key)))
+        if self.one_slot:
+            current = self.storage.bridge.prefixed_key(f"{{{namespace}/{key}}}/{item.key_for()}")
+        else:
+            current = self.storage.bridge.prefixed_key(self.storage._current_window_key(item.key_for(namespace, key)))
         return current + "/-1", current
 
     async def hit(self, items: tuple[limits.RateLimitItem, ...], namespace: str, key: str,
@@ -122,14 +142,41 @@ class RedisWindow:
         for item in items:
             keys.extend(self.keys(item, namespace, key))
             args += (item.amount, item.get_expiry())
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._queue.append((pack_arguments(len(keys), *keys, *args), future))
-        if self._sending is None:
-            self._sending = loop.create_task(self._send())
-        reply = await future
+        if self.direct:
+            loop = asyncio.get_running_loop()
+            future = loop.create_future()
+            self._queue.append((pack_arguments(len(keys), *keys, *args), future))
+            if self._sending is None:
+                self._sending = loop.create_task(self._send())
+            reply = await future
+        else:
+            reply = await self._through_client(keys, args)
         now = time.time()
         return [window_state(item, *reply[i * 5:i * 5 + 5], now) for i, item in enumerate(items[:len(reply) // 5])]
+
+    async def _through_client(self, keys: list[str], args: list[Any]) -> list[int]:
+        """One EVALSHA through redis-py's client: it finds the primary (Sentinel) or the slot's node (Cluster)."""
+        async with asyncio.timeout(self.queue_timeout):
+            await self._in_flight.acquire()
+        try:
+            return await self._evalsha_through_client(keys, args)
+        finally:
+            self._in_flight.release()
+
+    async def _evalsha_through_client(self, keys: list[str], args: list[Any]) -> list[int]:
+        self.round_trips += 1
+        # The client's socket timeouts bound each try; the deadline over the call is loose on purpose:
+        # one as short as a try cancels redis-py's recovery (a new slot map, the new primary) midway,
+        # at every call, and it never recovers.
+        async with asyncio.timeout(self.timeout * CLIENT_DEADLINE_TRIES):
+            if self.sha is None:
+                self.sha = await self.client.script_load(SCRIPT)
+            try:
+                reply = await self.client.evalsha(self.sha, len(keys), *keys, *args)
+            except NoScriptError:  # a promoted replica, a node that joined: it has not seen the script
+                self.sha = await self.client.script_load(SCRIPT)
+                reply = await self.client.evalsha(self.sha, len(keys), *keys, *args)
+        return [int(n) for n in reply.split()]
 
     async def aclose(self) -> None:
         """Close the window's connection (it opens again if hit once more)."""
