@@ -55,7 +55,10 @@ def test_the_pod_serves_what_the_job_migrated(tmp_path, postgres_database, redis
     jwt_secret = secrets.token_urlsafe(32)
     values = {"STACKGATE_JWT_SECRET": jwt_secret, "DJANGO_SECRET_KEY": secrets.token_urlsafe(60),
               "DATABASE_URL": postgres_database, "REDIS_URL": redis_server.url}
-    path = {"PATH": BIN + os.pathsep + os.environ.get("PATH", "")}  # `stackgate` as installed in the image
+    path = {
+        "PATH": BIN + os.pathsep + os.environ.get("PATH", ""),  # `stackgate` as installed in the image
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),  # the demo stacks, as the image's PYTHONPATH=/app
+    }
 
     migrate = Proc(job["command"], clean_env(**pod_env(job, values, paths), **path), tmp_path / "job.log").launch()
     assert migrate.wait_exit(300) == 0, migrate.log()
