@@ -12,7 +12,8 @@ import sys
 
 from gateway import bootstrap, logs
 from gateway.app import create_app
-from gateway.cli import migrate_before_serving, use_app_dir
+from gateway.cli import use_app_dir
+from gateway.migrations import migrate_before_serving
 from gateway.config import ConfigError, load_config
 from gateway.edge import settings as server_settings
 

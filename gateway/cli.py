@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from gateway import logs
+from gateway.migrations import migrate_before_serving
 from gateway.config import _NAME, DEFAULT_PATH, Config, ConfigError, load_config
 
 
@@ -209,19 +210,6 @@ def _setup_django(config: Config) -> bool:
 _NO_DJANGO = 'no backend runs Django: give the Django backend django_settings, e.g. django_settings = "mysite.settings"'
 
 
-def migrate_before_serving(config: Config) -> bool:
-    """What ``stackgate run`` and ``gateway.asgi`` do first: apply the migrations of the Django
-    backend that has ``migrate = true`` (none by default). True when it did."""
-    name = next((name for name, b in config.backends.items() if getattr(b, "migrate", False)), None)
-    if name is None:
-        return False
-    from gateway import migrations
-
-    config.backends[name].use_django_settings()
-    migrations.migrate(verbosity=0)
-    return True
-
-
 def cmd_migrate(args: argparse.Namespace) -> int:
     """``migrate``: Django's migrations for the config's Django backend, whatever its ``migrate``."""
     config = _load(args.config)
@@ -413,7 +401,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         with supervisor.pid_file(args.pid_file):
             if args.workers > 1:
-                status = supervisor.serve(uvicorn.Config("gateway.asgi:app", **settings), migrate=migrate) or 0
+                status = supervisor.serve(uvicorn.Config("gateway.asgi:app", **settings), migrate=migrate, preload=("gateway.app",)) or 0
             else:
                 supervisor.restart_unavailable()
                 # Bound before the app starts, so that its bootstrap checks know the address

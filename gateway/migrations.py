@@ -11,7 +11,10 @@ import asyncio
 import contextlib
 import fcntl
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
+
+if TYPE_CHECKING:
+    from gateway.config import Config
 
 _PG_LOCK = 0x5354_4B47  # "STKG": the advisory lock id migrating processes share
 
@@ -67,3 +70,14 @@ def migrate(verbosity: int = 1) -> None:
 
     with ThreadPoolExecutor(1, thread_name_prefix="stackgate-migrate") as pool:
         pool.submit(migrate_and_close).result()
+
+
+def migrate_before_serving(config: "Config") -> bool:
+    """What ``stackgate run`` and ``gateway.asgi`` do first: apply the migrations of the Django
+    backend that has ``migrate = true`` (none by default). True when it did."""
+    name = next((name for name, b in config.backends.items() if getattr(b, "migrate", False)), None)
+    if name is None:
+        return False
+    config.backends[name].use_django_settings()
+    migrate(verbosity=0)
+    return True

@@ -14,7 +14,7 @@ from bench.model import Consumer
 from bench.procs import memory, tree
 from bench.soak import fitted_growth
 from gateway.config import parse_config
-from gateway.edge.supervisor import SharedStatus
+from gateway.edge.shared_status import SharedStatus
 
 
 def _read_in_spawned(status: SharedStatus, out) -> None:  # in a spawned child

@@ -15,7 +15,7 @@ from typing import Any, Awaitable, Callable, Optional
 from starlette.routing import Route, Router
 
 from gateway import metrics
-from gateway.edge import supervisor
+from gateway.edge import shared_status
 from gateway import openapi
 from gateway.openapi import viewer
 from gateway.admin.series import TrafficSeries
@@ -60,7 +60,7 @@ async def send_json(send: Send, status: int, data: Any, headers: list[tuple[byte
 
 def workers_status() -> dict[str, Any]:
     """The worker processes: with ``--workers N``, the supervisor's view (rolling restarts included)."""
-    status = supervisor.workers_status()
+    status = shared_status.workers_status()
     if status is not None:
         return status
     return {"supervisor": None, "count": 1, "pids": [os.getpid()], "generation": 1, "restarting": False,

@@ -8,9 +8,9 @@
   in-memory throttle counters).
 - SIGUSR2 (``stackgate restart``) replaces the workers one at a time: the
   config is checked first, a new worker must be ready before the old one
-  drains; progress in ``STATUS``, shown at ``/_stackgate/status``.
+  drains; progress in ``shared_status.STATUS``, shown at ``/_stackgate/status``.
 - Workers are forked from a supervisor that imported the gateway and the
-  config's apps and froze that heap (``preload``), sharing its pages
+  config's apps and froze that heap (``_preload``), sharing its pages
   copy-on-write; nothing that runs (threads, loops, connections) starts
   before the fork, and migrations run in a short-lived forked child. A
   rolling restart spawns fresh interpreters, so that it applies new code.
@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import json
+import importlib
 import logging
 import multiprocessing
 import os
@@ -32,14 +32,15 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 from uvicorn._subprocess import subprocess_started
 from uvicorn.config import STARTUP_FAILURE, Config
 from uvicorn.server import Server
 from uvicorn.supervisors.multiprocess import SIGNALS, Multiprocess, Process
 
-from gateway.edge import balance
+from gateway.edge import balance, shared_status
+from gateway.edge.shared_status import SharedStatus
 
 logger = logging.getLogger("uvicorn.error")
 
@@ -57,46 +58,6 @@ _SPAWN = multiprocessing.get_context("spawn")
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-class SharedStatus:
-    """The supervisor's view of its workers, as a small JSON document the workers can read.
-
-    No lock (a lock of the fork context cannot reach the spawned workers of a rolling restart,
-    and one of the spawn context needs multiprocessing's resource tracker process): the one
-    writer, the supervisor, makes ``sequence`` odd while it writes, and a reader reads again
-    until it saw the same even ``sequence`` before and after.
-    """
-
-    SIZE = 8192
-
-    def __init__(self) -> None:
-        self.data = _FORK.RawArray("c", self.SIZE)
-        self.sequence = _FORK.RawValue("Q", 0)
-
-    def publish(self, status: dict[str, Any]) -> None:
-        raw = json.dumps(status, separators=(",", ":")).encode()[: self.SIZE - 1]
-        self.sequence.value += 1
-        self.data.raw = raw + b"\0" * (self.SIZE - len(raw))
-        self.sequence.value += 1
-
-    def read(self) -> dict[str, Any]:
-        while True:
-            before = self.sequence.value
-            if before % 2 == 0:
-                raw = self.data.value
-                if self.sequence.value == before:
-                    return json.loads(raw) if raw else {}
-            time.sleep(0.001)
-
-
-STATUS: Optional[SharedStatus] = None
-"""In a worker of ``stackgate run --workers N``: the supervisor's status (None otherwise)."""
-
-
-def workers_status() -> Optional[dict[str, Any]]:
-    """What ``/_stackgate/status`` shows under ``workers``: None when no supervisor runs this process."""
-    return STATUS.read() if STATUS is not None else None
 
 
 def listening_sockets(host: str, port: int, count: int, backlog: int = 2048) -> list[socket.socket]:
@@ -183,7 +144,6 @@ class Worker(Process):
         return self._worker_server
 
     def target(self, sockets: Optional[list[socket.socket]] = None) -> None:  # pragma: no cover - in the worker
-        global STATUS
         for signum in SIGNALS:  # forked: the supervisor's handlers (they queue for its loop) are not the worker's
             signal.signal(signum, signal.SIG_DFL)
         logging.getLogger("stackgate").handlers[:] = []  # set up anew (its flush thread did not survive the fork)
@@ -191,7 +151,7 @@ class Worker(Process):
         # directly (``pkill -HUP``) must not end it while it imports the stacks; nor SIGUSR2.
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         signal.signal(RESTART_SIGNAL, signal.SIG_IGN)
-        STATUS = self.status
+        shared_status.STATUS = self.status
         balance.install(self.loads, self.slot)
         try:
             super().target(sockets)
@@ -388,8 +348,8 @@ def restart_unavailable() -> None:
 
 
 def _migrate() -> None:  # pragma: no cover - in the child
-    from gateway.cli import migrate_before_serving
     from gateway.config import load_config
+    from gateway.migrations import migrate_before_serving
 
     try:
         migrate_before_serving(load_config())
@@ -409,9 +369,9 @@ def migrate_in_child() -> int:
     return child.exitcode or 0
 
 
-def preload(config: Config) -> None:
-    """Import, before forking the workers, what each would import: the gateway, uvicorn's
-    protocols and the config's in-process apps; then freeze that heap (``gc.freeze``).
+def _preload(config: Config, modules: Sequence[str] = ()) -> None:
+    """Import, before forking the workers, what each would import: ``modules`` (the gateway),
+    uvicorn's protocols and the config's in-process apps; then freeze that heap (``gc.freeze``).
 
     Only imports: the workers build the app themselves (``gateway.asgi``), and with it every
     thread, pool, event loop and connection. An app that fails to import here is left to the
@@ -421,8 +381,8 @@ def preload(config: Config) -> None:
     from gateway.config import ConfigError, load_config
     from uvicorn.importer import import_from_string
 
-    import gateway.app  # noqa: F401
-
+    for module in modules:
+        importlib.import_module(module)
     _metrics_per_process()
     if isinstance(config.http, str):
         with contextlib.suppress(Exception):
@@ -446,7 +406,6 @@ def _metrics_per_process() -> None:
     """``gateway.metrics`` as a worker imports it: ``stackgate run`` sets ``PROMETHEUS_MULTIPROC_DIR``
     after the package (and so its metrics) was imported, and forked workers would keep in-process
     values that no other worker sees. Define them again, now writing to that folder."""
-    import importlib
 
     from prometheus_client import REGISTRY, values
     from prometheus_client.metrics import MetricWrapperBase
@@ -461,7 +420,7 @@ def _metrics_per_process() -> None:
     importlib.reload(metrics)
 
 
-def serve(config: Config, migrate: bool = False) -> int:
+def serve(config: Config, migrate: bool = False, preload: Sequence[str] = ()) -> int:
     """Run ``config.workers`` workers of ``config`` under the supervisor, until SIGINT/SIGTERM.
 
     ``migrate``: apply the migrations of the backend with ``migrate = true`` first (``migrate_in_child``). Returns
@@ -469,7 +428,7 @@ def serve(config: Config, migrate: bool = False) -> int:
     migrations failed, else 0.
     """
     sockets = listening_sockets(config.host, config.port, config.workers, config.backlog)
-    preload(config)
+    _preload(config, preload)
     if migrate and migrate_in_child() != 0:
         logger.error("Not starting the workers: the database migrations failed.")
         for sock in sockets:
