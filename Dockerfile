@@ -2,21 +2,21 @@
 #
 # The image serves on 0.0.0.0, so its bootstrap checks refuse to start with the
 # demo config it carries (published demo keys, passwords and JWT secret; Django's
-# fallback SECRET_KEY and ALLOWED_HOSTS of "*"): it exits with status 3 and one
+# fallback SECRET_KEY): it exits with status 3 and one
 # log line per setting to fix (docs/security.md#bootstrap-checks). Supply:
 #
 # - a config: mount a folder holding config.toml over /etc/stackgate (a folder,
 #   not the file, so that an edit, even one that replaces the file, reloads it):
-#     -v "$PWD/deploy:/etc/stackgate:ro"
+#     -v "$PWD/site:/etc/stackgate:ro"
 #   (or point STACKGATE_CONFIG elsewhere); `docker kill --signal HUP NAME`
 #   reloads it too;
 # - secrets from the environment (`-e`, `--env-file`), never in the file:
 #   config.toml reads them as ${NAME}, e.g. STACKGATE_JWT_SECRET; Django reads
-#   DJANGO_SECRET_KEY and DJANGO_ALLOWED_HOSTS;
+#   DJANGO_SECRET_KEY; list your host names in [gateway] allowed_hosts;
 # - the data: /data is a volume (the embedded SQLite), or DATABASE_URL.
 #
 #   docker run -p 8000:8000 --env-file stackgate.env \
-#       -v "$PWD/deploy:/etc/stackgate:ro" -v stackgate-data:/data stackgate
+#       -v "$PWD/site:/etc/stackgate:ro" -v stackgate-data:/data stackgate
 #   docker exec -it CONTAINER stackgate createsuperuser   # the admin's first user
 #
 # STACKGATE_ALLOW_INSECURE=1 serves despite insecure settings (logged at every start).
