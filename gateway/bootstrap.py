@@ -296,8 +296,9 @@ class Guard:
     def __init__(self, app: Any, config: Config, environ: Optional[dict[str, str]] = None,
                  stop: Callable[[], None] = _stop_process, bind_wait: float = BIND_WAIT,
                  addresses: Callable[[], Optional[list[tuple[int, Any]]]] = server_addresses,
-                 exit: Callable[[int], None] = os._exit) -> None:
+                 exit: Callable[[int], None] = os._exit, backends: Optional[dict[str, Any]] = None) -> None:
         self.app = app
+        self.backends = backends if backends is not None else getattr(app, "backends", {})
         self.exit = exit
         self.config = config
         self.allow = override_given(environ)
@@ -314,7 +315,7 @@ class Guard:
     def _collect(self) -> None:
         if self.findings is None:
             self.findings = config_findings(self.config) + django_findings(
-                getattr(self.app, "backends", {}), getattr(self.config.gateway, "allowed_hosts", None) or ()
+                self.backends, getattr(self.config.gateway, "allowed_hosts", None) or ()
             )
 
     def settle(self, addresses: Optional[list[tuple[int, Any]]]) -> bool:
@@ -420,6 +421,6 @@ def guard(app: Any, config: Config) -> Any:
     """
     wrap_outside = getattr(app, "wrap_outside", None)
     if wrap_outside is not None:
-        wrap_outside(lambda inner: Guard(inner, config))
+        wrap_outside(lambda inner: Guard(inner, config, backends=app.backends))
         return app
     return Guard(app, config)
