@@ -210,14 +210,21 @@ def _setup_django(config: Config) -> bool:
 _NO_DJANGO = 'no backend runs Django: give the Django backend django_settings, e.g. django_settings = "mysite.settings"'
 
 
-def cmd_migrate(args: argparse.Namespace) -> int:
-    """``migrate``: Django's migrations for the config's Django backend, whatever its ``migrate``."""
-    config = _load(args.config)
+def _django_config(path: str) -> Optional[Config]:
+    """The config at ``path`` with its Django backend set up (its folder importable), or None after saying why."""
+    config = _load(path)
     if config is None:
-        return 1
+        return None
     use_app_dir(config.source)
     if not _setup_django(config):
-        print(f"{args.config}: {_NO_DJANGO}", file=sys.stderr)
+        print(f"{path}: {_NO_DJANGO}", file=sys.stderr)
+        return None
+    return config
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """``migrate``: Django's migrations for the config's Django backend, whatever its ``migrate``."""
+    if _django_config(args.config) is None:
         return 1
     from gateway import migrations
 
@@ -227,12 +234,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_createsuperuser(args: argparse.Namespace) -> int:
     """Django's ``createsuperuser`` for the Django backend the config runs: the admin's first login."""
-    config = _load(args.config)
+    config = _django_config(args.config)
     if config is None:
-        return 1
-    use_app_dir(config.source)
-    if not _setup_django(config):
-        print(f"{args.config}: {_NO_DJANGO}", file=sys.stderr)
         return 1
     if not args.noinput and not sys.stdin.isatty():
         print(
