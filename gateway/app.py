@@ -219,25 +219,25 @@ class Edge:
         gateway._edge = self
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind == "http":
-            compiled = self.gateway.compiled
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await self.app(scope, receive, send)
+            elif scope["type"] == "websocket":
+                await _refuse_websocket(scope, send)
+            return
+        ctx: Optional[RequestContext] = scope.pop(_PROXIED, None)
+        if ctx is None:
+            compiled: Compiled = self.gateway.compiled
             given = H.get(scope["headers"], H.REQUEST_ID)
             request_id = given.decode() if given is not None and _REQUEST_ID.match(given) else new_request_id()
-            scope[SCOPE_KEY] = RequestContext(request_id=request_id, started=time.perf_counter(), compiled=compiled)
+            ctx = scope[SCOPE_KEY] = RequestContext(request_id=request_id, started=time.perf_counter(), compiled=compiled)
             if compiled.proxies is not None:
+                # The trusted-proxy layers run first and come back here (``_ToEdge``) with the context set.
                 await compiled.proxies(scope, receive, send)
-            else:
-                await self.handle(scope, receive, send)
-        elif kind == "lifespan":
-            await self.app(scope, receive, send)
-        elif kind == "websocket":
-            await _refuse_websocket(scope, send)
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        ctx: RequestContext = scope[SCOPE_KEY]
-        compiled: Compiled = ctx.compiled
-        request_id = ctx.request_id
+                return
+        else:
+            compiled = ctx.compiled
+            request_id = ctx.request_id
         out_headers = ctx.response_headers
         out_headers.append((H.REQUEST_ID, request_id.encode()))
         status = 0
@@ -324,6 +324,10 @@ class Edge:
             )
 
 
+_PROXIED = "stackgate.proxied"
+"""Set by ``_ToEdge`` for the edge's second pass: the request's context, admitted already."""
+
+
 class _ToEdge:
     """The trusted-proxy layers' inner app: the edge's handler (the edge is built on the first request)."""
 
@@ -331,7 +335,8 @@ class _ToEdge:
         self.gateway = gateway
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.gateway._edge.handle(scope, receive, send)
+        scope[_PROXIED] = scope[SCOPE_KEY]
+        await self.gateway._edge(scope, receive, send)
 
 
 class Gateway(Starlette):
