@@ -214,6 +214,10 @@ class Issuer:
         auds = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
         if (audience is not None and audience not in auds) or (audience is None and auds):
             raise BadCredentials(ERR_TOKEN.format(reason=_REASONS[jwt.InvalidAudienceError]))
+        if self.config.identity_claim == "sub" and "sub" not in claims and isinstance(claims.get("client_id"), str):
+            # RFC 7662 answers for client-credentials tokens often carry no "sub": the client is the caller
+            # (as in the JWT access tokens of RFC 9068, whose "sub" is then the client id).
+            claims = {**claims, "sub": claims["client_id"]}
         return claims
 
 
