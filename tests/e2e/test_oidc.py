@@ -269,3 +269,53 @@ def test_with_the_provider_down_cached_keys_work_and_unknown_kids_get_401(provid
             assert metric(client, "stackgate_token_introspections_total", issuer="idp", outcome="error") >= 1
         finally:
             provider.start()
+
+
+STATIC_URL_CONFIG = """
+[backends.echo]
+kind = "wsgi"
+app = "tests.fixtures.wsgi_apps:recorder"
+
+[auth.failure_rates]
+address = []
+address_identity = []
+
+[auth.jwt.idp]
+issuer = "{issuer}"
+jwks_url = "{issuer}/jwks"
+algorithms = ["RS256"]
+audience = "{resource}"
+refresh_min_interval = 1
+fetch_timeout = 5
+
+[[routes]]
+prefix = "/echo"
+backend = "echo"
+"""
+
+
+def test_a_gateway_started_while_the_provider_is_down_serves_once_it_is_up(tmp_path):
+    late = OidcProvider(tmp_path / "late.log")  # its port is known, nothing listens yet
+    config = tmp_path / "late.toml"
+    config.write_text(STATIC_URL_CONFIG.format(issuer=late.issuer, resource=RESOURCE))
+    server = GatewayProcess(config, base_env(STACKGATE_DATA_DIR=str(tmp_path), STACKGATE_WATCH="0"), workers=2).start(timeout=60)
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            ready = client.get("/_stackgate/ready")
+            assert ready.status_code == 503, ready.text  # no key fetched yet: not ready (docs/auth.md)
+            assert ready.json()["checks"]["auth.jwt.idp"]["ok"] is False
+            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            early = jwt.encode(claims(late), key, algorithm="RS256", headers={"kid": "any"})
+            assert_unauthorized(client.get("/echo/x", headers=bearer(early)), "signing keys could not be fetched")
+            late.start()
+            token = late.token("svc-jwt")
+            response = eventually(lambda: client.get("/echo/x", headers=bearer(token)), lambda r: r.status_code == 200)
+            assert response.json()["remote_user"] == "svc-jwt"
+            eventually(lambda: client.get("/_stackgate/ready"), lambda r: r.status_code == 200)
+    except BaseException:
+        print("--- provider log ---\n" + late.log()[-6000:])
+        print("--- gateway log ---\n" + server.log()[-12000:])
+        raise
+    finally:
+        server.stop()
+        late.stop()
