@@ -89,6 +89,11 @@ def before_scrape(hook: Any) -> None:
         _before_scrape.append(hook)
 
 
+def forget_before_scrape(hook: Any) -> None:
+    if hook in _before_scrape:
+        _before_scrape.remove(hook)
+
+
 _request_children: dict[tuple[str, str, str], Any] = {}
 _latency_children: dict[tuple[str, str], Any] = {}
 _STATUS_CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}

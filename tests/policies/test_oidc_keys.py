@@ -151,3 +151,10 @@ def test_discovery_checks_the_documents_issuer(provider):
         await right.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_reload_keeps_the_cache_unless_the_key_settings_change():
+    first = jwks.remote_keys("reloaded", issuer_config("https://idp.example/jwks"))
+    assert jwks.remote_keys("reloaded", issuer_config("https://idp.example/jwks")) is first
+    changed = jwks.remote_keys("reloaded", issuer_config("https://idp.example/jwks", keys_min_ttl=120))
+    assert changed is not first and first.retired and not changed.retired

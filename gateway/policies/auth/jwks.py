@@ -162,6 +162,7 @@ class RemoteKeys:
         self._inflight: Optional[asyncio.Task] = None
         self._refresher: Optional[asyncio.Task] = None
         self._wake: Optional[asyncio.Event] = None
+        self.retired = False  # a reload replaced its settings: no more background refreshes
         metrics.before_scrape(self.report_age)
 
     # -- this worker's loop --------------------------------------------------
@@ -175,7 +176,9 @@ class RemoteKeys:
         self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout), follow_redirects=False, trust_env=False)
         self._inflight = None
         self._wake = asyncio.Event()
-        self._refresher = loop.create_task(self._refresh_forever(), name=f"stackgate-jwks-{self.name}")
+        self._refresher = None
+        if not self.retired:
+            self._refresher = loop.create_task(self._refresh_forever(), name=f"stackgate-jwks-{self.name}")
 
     def start(self) -> None:
         """Begin fetching in the background (at worker startup); never waits, never fails."""
@@ -187,6 +190,13 @@ class RemoteKeys:
         if self._client is not None and self._loop is asyncio.get_running_loop():
             await self._client.aclose()
         self._loop = self._client = self._refresher = self._inflight = None
+
+    def retire(self) -> None:
+        """Stop refreshing in the background (requests still holding the old config fetch on demand)."""
+        self.retired = True
+        metrics.forget_before_scrape(self.report_age)
+        if self._wake is not None and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake.set)
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -308,7 +318,7 @@ class RemoteKeys:
     async def _refresh_forever(self) -> None:
         """Fetch at startup, then again before the keys expire; retry with backoff while it fails."""
         assert self._wake is not None
-        while True:
+        while not self.retired:
             if time.monotonic() >= self._next_fetch:
                 try:
                     await self.refresh()
@@ -363,5 +373,9 @@ def remote_keys(name: str, config: Any) -> RemoteKeys:
     )
     found = _REMOTE.get(key)
     if found is None:
+        for old_key, old in list(_REMOTE.items()):
+            if old_key[0] == name:  # the issuer's settings changed: its old keys stop refreshing
+                old.retire()
+                del _REMOTE[old_key]
         found = _REMOTE[key] = RemoteKeys(name, config)
     return found
