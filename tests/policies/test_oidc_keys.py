@@ -158,3 +158,18 @@ def test_a_reload_keeps_the_cache_unless_the_key_settings_change():
     assert jwks.remote_keys("reloaded", issuer_config("https://idp.example/jwks")) is first
     changed = jwks.remote_keys("reloaded", issuer_config("https://idp.example/jwks", keys_min_ttl=120))
     assert changed is not first and first.retired and not changed.retired
+
+
+@pytest.mark.parametrize(
+    "path, error",
+    [("/.well-known/openid-configuration", 'not a JSON Web Key Set: expected {"keys": [...]}'), ("/no-such-page", "HTTP 404")],
+    ids=["not-a-key-set", "not-found"],
+)
+def test_a_provider_answering_something_else_fails_no_request(provider, path, error):
+    async def scenario():
+        keys = jwks.RemoteKeys("t", issuer_config(provider.issuer + path, refresh_min_interval=0))
+        assert await keys.keyset("any") is None
+        assert error in keys.readiness()["error"]
+        await keys.aclose()
+
+    asyncio.run(scenario())

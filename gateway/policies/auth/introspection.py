@@ -72,12 +72,22 @@ class Introspector:
             del self.cache[key]
         pending = self._pending.get(key)
         if pending is None:
-            pending = self._pending[key] = asyncio.get_running_loop().create_task(self._ask(client, key, token))
+            pending = self._pending[key] = asyncio.get_running_loop().create_task(self._ask_safely(client, key, token))
             pending.add_done_callback(lambda _: self._pending.pop(key, None))
         claims = await asyncio.shield(pending)
         if claims is None:
             raise BadCredentials(ERR_INACTIVE)
         return claims
+
+    async def _ask_safely(self, client: httpx.AsyncClient, key: bytes, token: str) -> Optional[dict[str, Any]]:
+        try:
+            return await self._ask(client, key, token)
+        except BadCredentials:
+            raise
+        except Exception:  # a surprise must cost a 401, never a 500
+            logger.exception("auth.jwt.%s: introspection failed", self.name)
+            metrics.INTROSPECTIONS.labels(self.name, "error").inc()
+            raise BadCredentials(ERR_UNAVAILABLE) from None
 
     async def _ask(self, client: httpx.AsyncClient, key: bytes, token: str) -> Optional[dict[str, Any]]:
         endpoint = self._endpoint()

@@ -150,7 +150,6 @@ class RemoteKeys:
         self.allow_insecure_http = config.allow_insecure_http
         self.keys: dict[Optional[str], dict[str, Any]] = {}
         self.fetched_at: Optional[float] = None  # wall clock, for readiness and the age metric
-        self.expires: float = 0.0  # monotonic
         self.last_attempt: float = float("-inf")  # monotonic
         self._next_fetch: float = 0.0  # monotonic: when the background refresher fetches again
         self.last_error: Optional[str] = None
@@ -252,8 +251,11 @@ class RemoteKeys:
             try:
                 keys = prepare_keys(body, self.algorithms)
             except ValueError as exc:
-                raise FetchError(f"the JWKS at {url} {exc}") from None
-        except FetchError as exc:
+                raise _invalid(f"the JWKS at {url} {exc}") from None
+        except Exception as exc:
+            if not isinstance(exc, FetchError):  # a surprise must cost a 401, never a 500
+                logger.exception("auth.jwt.%s: fetching keys failed", self.name)
+                exc = _invalid(f"fetching the keys failed: {type(exc).__name__}")
             self.failures += 1
             self.last_error = str(exc)
             outcome = "invalid" if getattr(exc, "invalid", False) else "error"
@@ -262,10 +264,9 @@ class RemoteKeys:
             if self.discovery:
                 self.jwks_url = None  # discover again next time: the provider may have moved its keys
             self._next_fetch = time.monotonic() + RETRY_SECONDS[min(self.failures, len(RETRY_SECONDS)) - 1]
-            raise
+            raise exc from None
         ttl = cache_seconds(headers.get("cache-control"), self.min_ttl, self.max_ttl)
         self.keys, self.fetched_at, self.failures, self.last_error = keys, time.time(), 0, None
-        self.expires = time.monotonic() + ttl
         self._next_fetch = time.monotonic() + max(1.0, ttl * 0.8)  # before they expire
         metrics.JWKS_FETCHES.labels(self.name, "ok").inc()
         metrics.JWKS_KEYS.labels(self.name).set(len(keys))
