@@ -1,4 +1,5 @@
-"""Remote signing keys (gateway.policies.auth.jwks): parsing, cache bounds, single flight, rate limit.
+"""Remote signing keys (gateway.policies.auth.jwks): parsing, cache bounds, single flight, rate limit;
+and token introspection (gateway.policies.auth.introspection): shared calls, caches, failures.
 
 The fetching tests ask the real OpenID provider of tests/oidc on loopback.
 """
@@ -12,9 +13,13 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from pydantic import SecretStr
+
 from gateway.policies.auth import jwks
+from gateway.policies.auth.identity import BadCredentials
+from gateway.policies.auth.introspection import Introspector
 from gateway.policies.auth.schema import JwtIssuerConfig
-from tests.oidc import OidcProvider, unavailable
+from tests.oidc import CLIENTS, OidcProvider, unavailable
 from tests.services import free_port
 
 
@@ -171,5 +176,64 @@ def test_a_provider_answering_something_else_fails_no_request(provider, path, er
         assert await keys.keyset("any") is None
         assert error in keys.readiness()["error"]
         await keys.aclose()
+
+    asyncio.run(scenario())
+
+
+def introspection_config(provider: OidcProvider, **extra):
+    from gateway.policies.auth.schema import IntrospectionConfig
+
+    return IntrospectionConfig(
+        endpoint=provider.issuer + "/token/introspection", client_id="gateway", client_secret=CLIENTS["gateway"], **extra
+    )
+
+
+class CountedIntrospector(Introspector):
+    asked = 0
+
+    async def _ask(self, client, key, token):
+        self.asked += 1
+        return await super()._ask(client, key, token)
+
+
+def test_introspection_is_shared_and_cached(provider):
+    token = provider.token("svc-opaque")
+
+    async def scenario():
+        config = introspection_config(provider)
+        introspector = CountedIntrospector("t", provider.issuer, config, lambda: config.endpoint)
+        answers = await asyncio.gather(*(introspector.claims(token) for _ in range(10)))
+        assert introspector.asked == 1 and all(a["client_id"] == "svc-opaque" and a["active"] for a in answers)
+        assert (await introspector.claims(token))["roles"] == ["reader"] and introspector.asked == 1  # cached
+        for _ in range(3):
+            with pytest.raises(BadCredentials, match="not active"):
+                await introspector.claims("no-such-token-0123456789")
+        assert introspector.asked == 2  # the inactive answer is cached too
+
+    asyncio.run(scenario())
+
+
+def test_introspection_without_a_cache_sees_a_revocation_at_once(provider):
+    token = provider.token("svc-opaque")
+
+    async def scenario():
+        config = introspection_config(provider, cache_ttl=0)
+        introspector = Introspector("t", provider.issuer, config, lambda: config.endpoint)
+        assert (await introspector.claims(token))["active"]
+        provider.revoke(token)
+        with pytest.raises(BadCredentials, match="not active"):
+            await introspector.claims(token)
+
+    asyncio.run(scenario())
+
+
+def test_introspection_with_a_wrong_client_secret_is_a_401_not_a_500(provider):
+    token = provider.token("svc-opaque")
+
+    async def scenario():
+        config = introspection_config(provider).model_copy(update={"client_secret": SecretStr("wrong-secret")})
+        introspector = Introspector("t", provider.issuer, config, lambda: config.endpoint)
+        with pytest.raises(BadCredentials, match="did not answer"):
+            await introspector.claims(token)
 
     asyncio.run(scenario())
