@@ -223,8 +223,15 @@ def test_alg_confusion_with_the_public_key_as_hmac_secret_is_refused(provider, g
         with httpx.Client(base_url=gateway.url, timeout=30) as client:
             assert_unauthorized(client.get("/v1/todos", headers=bearer(token)), 'its "alg" is not allowed for its issuer')
     none = (_segment({"alg": "none", "kid": jwk["kid"]}) + b"." + _segment(claims(provider)) + b".").decode()
+    # Signed with the attacker's key, which the token carries itself (jwk, jku): the provider's key decides.
+    attacker = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    embedded = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(attacker.public_key()))
+    self_signed = jwt.encode(
+        claims(provider), attacker, algorithm="RS256", headers={"kid": jwk["kid"], "jwk": embedded, "jku": "http://127.0.0.1:9/jwks"}
+    )
     with httpx.Client(base_url=gateway.url, timeout=30) as client:
         assert_unauthorized(client.get("/v1/todos", headers=bearer(none)), 'its "alg" is not allowed for its issuer')
+        assert_unauthorized(client.get("/v2/todos", headers=bearer(self_signed)), "its signature does not verify")
 
 
 def test_key_rotation_is_picked_up_without_a_restart(provider, gateway):
