@@ -205,7 +205,6 @@ class Issuer:
         roles = frozenset(r for r in raw if isinstance(r, str) and ROLE.match(r)) if isinstance(raw, list) else frozenset()
         return name, roles
 
-
     async def introspected(self, token: str) -> dict[str, Any]:
         """An opaque token's claims from the issuer's introspection endpoint, held to the same audience rule."""
         assert self.introspector is not None
