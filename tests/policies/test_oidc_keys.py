@@ -237,3 +237,24 @@ def test_introspection_with_a_wrong_client_secret_is_a_401_not_a_500(provider):
             await introspector.claims(token)
 
     asyncio.run(scenario())
+
+
+def test_keys_are_refreshed_in_the_background_before_they_expire(provider):
+    async def scenario():
+        keys = jwks.RemoteKeys("t", issuer_config(provider.issuer + "/jwks", keys_min_ttl=1, keys_max_ttl=1))
+        keys.start()
+        await until(lambda: keys.keys)
+        newest = provider.rotate(keep=False)[0]
+        await until(lambda: newest in keys.keys)  # no request asked for it: the refresher fetched it
+        assert len(keys.keys) == 1 and keys.readiness()["ok"]
+        await keys.aclose()
+
+    asyncio.run(scenario())
+
+
+async def until(condition, timeout: float = 30.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "the condition did not hold in time"
+        await asyncio.sleep(0.05)
