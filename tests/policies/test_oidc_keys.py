@@ -258,3 +258,20 @@ async def until(condition, timeout: float = 30.0) -> None:
     while not condition():
         assert loop.time() < deadline, "the condition did not hold in time"
         await asyncio.sleep(0.05)
+
+
+def test_a_provider_that_never_answers_is_given_up_on_after_the_timeout():
+    import socket
+
+    with socket.socket() as silent:  # accepts connections (backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/jwks"
+
+        async def scenario():
+            keys = jwks.RemoteKeys("t", issuer_config(url, fetch_timeout=1, refresh_min_interval=0))
+            assert await keys.keyset("any") is None
+            assert "no answer within 1 s" in keys.readiness()["error"]
+            await keys.aclose()
+
+        asyncio.run(scenario())
