@@ -51,6 +51,7 @@ from gateway.host import BAD_HOST, HOST_NOT_ALLOWED, MISSING, AllowedHosts, BadH
 from gateway.host import parse as parse_host
 from gateway.paths import BadPath, canonical_path, valid_method
 from gateway.policies import WithPolicies, build_chain, versions
+from gateway.policies import auth as auth_policy
 from gateway.routing import ADMIN_PREFIX, GatewayRouter, Route, RouteTable
 from gateway.types import ASGIApp, Receive, Scope, Send
 
@@ -437,6 +438,7 @@ class Gateway(Starlette):
         if services.shadow_process is not None:
             await services.shadow_process.warm()
         metrics.forget_dead_workers()
+        auth_policy.start_fetching(self.compiled.config)  # OpenID keys: in this worker, in the background
         if self.reloader is not None:
             await self.reloader.start()
         else:
@@ -470,6 +472,7 @@ class Gateway(Starlette):
         limiter = self.services.throttle
         if limiter is not None:
             checks["throttle_store"] = {"ok": await limiter.healthy(), "storage": limiter.settings_key[0].split("@")[-1]}
+        checks.update(auth_policy.readiness(self.compiled.config))
         return checks
 
     async def require_admin(self, scope: Scope) -> None:
