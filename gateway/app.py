@@ -437,6 +437,8 @@ class Gateway(Starlette):
         else:
             reload.on_sighup(_sighup_ignored)
         self._sampler = asyncio.ensure_future(self.admin.series.run())
+        if services.rollout is not None:
+            await services.rollout.start()  # gated rollouts: follow the shared step before serving
         if self.freeze_gc:
             heap.freeze_loaded_objects()
             self._refreeze = asyncio.ensure_future(heap.Refreeze().run())
@@ -447,6 +449,8 @@ class Gateway(Starlette):
                 await self.reloader.stop()
             if self._sampler is not None:
                 self._sampler.cancel()
+            if services.rollout is not None:
+                await services.rollout.stop()
             if self._refreeze is not None:
                 self._refreeze.cancel()
             if services.shadow_process is not None:

@@ -1,0 +1,86 @@
+"""The ``rollout`` key of a split route: target, steps, per-step minimums, gates."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal, Optional
+
+from pydantic import Field, field_validator, model_validator
+
+from gateway.schema import Schema
+
+MIN_STEP_SECONDS = 1.0
+"""The shortest ``min_time`` allowed: figures are flushed and decided about once a second."""
+
+
+class Gates(Schema):
+    """``rollout.gates``: what must hold over a step's window, target against source."""
+
+    max_5xx_increase: float = Field(0.01, ge=0, le=1)
+    """The target's 5xx rate minus the source's may be at most this (0.01: one point of percentage)."""
+    latency_percentile: Literal[95, 99] = 99
+    """Which latency percentile is compared."""
+    max_latency_ratio: Optional[float] = Field(1.5, gt=0)
+    """The target's percentile over the source's may be at most this; omit (or 0 is refused) to turn it off."""
+    min_match_rate: Optional[float] = Field(0.99, ge=0, le=1)
+    """With ``mirror = true``: matches / (matches + mismatches) must be at least this."""
+
+
+class RolloutPlan(Schema):
+    """A route's ``rollout`` table (the route needs ``split`` with exactly two backends)."""
+
+    target: str
+    """The backend the route moves to; the other backend of ``split`` is the source."""
+    steps: list[float] = [1, 5, 25, 50, 100]
+    """Percent of consumers on the target at each step, increasing, each in (0, 100]."""
+    min_time: float = Field(300, ge=MIN_STEP_SECONDS)
+    """Seconds each step lasts at least before it may advance (at least 1)."""
+    min_requests: int = Field(100, ge=1)
+    """Requests the target must have answered in a step before its gates are judged."""
+    on_failure: Literal["rollback", "hold"] = "rollback"
+    """A failing gate sends the route back to 0 % on the target (``rollback``) or keeps the step (``hold``)."""
+    restart_step_on_change: bool = False
+    """A plan edit of a running rollout starts the current step's window afresh (default: its figures are kept)."""
+    gates: Gates = Gates()
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, value: list[float]) -> list[float]:
+        if not value:
+            raise ValueError("needs at least one step, e.g. [1, 5, 25, 50, 100]")
+        for index, step in enumerate(value):
+            if not 0 < step <= 100:
+                raise ValueError(f"step {step} must be a percentage above 0 and at most 100")
+            if index and step <= value[index - 1]:
+                raise ValueError("steps must increase, e.g. [1, 5, 25, 50, 100]")
+        return value
+
+    @model_validator(mode="after")
+    def _gates(self) -> "RolloutPlan":
+        if self.gates.max_latency_ratio == 0:
+            raise ValueError("gates.max_latency_ratio must be above 0; leave it out to turn the gate off")
+        return self
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def check_route(route: object) -> Optional[str]:
+    """The problem with a route's ``rollout`` given its ``split`` (None when fine)."""
+    plan: Optional[RolloutPlan] = getattr(route, "rollout", None)
+    if plan is None:
+        return None
+    split = getattr(route, "split", None)
+    if not split:
+        return 'needs "split" with two backends: the source and the target'
+    if len(split) != 2:
+        return f"needs a split of exactly two backends (the source and the target), not {len(split)}"
+    if plan.target not in split:
+        return f'target "{plan.target}" is not a backend of the split; its backends: {", ".join(sorted(split))}'
+    return None
+
+
+def source_of(route: object) -> str:
+    plan: RolloutPlan = getattr(route, "rollout")
+    return next(name for name in route.split if name != plan.target)  # type: ignore[attr-defined]
