@@ -31,11 +31,11 @@ def _window() -> str:
 
 
 def _stamp(at: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)) 
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
 
 
 def percent_of(plan: RolloutPlan, step: int) -> float:
-    return 0.0 if step < 0 else float(plan.steps[step])
+    return 0.0 if step < 0 else plan.percent(step)
 
 
 def weights(state: Optional[dict], target: str, source: str) -> dict[str, float]:
@@ -44,7 +44,7 @@ def weights(state: Optional[dict], target: str, source: str) -> dict[str, float]
     return {target: percent, source: 100.0 - percent}
 
 
-def _next(state: dict, plan: RolloutPlan, now: float, **changes: Any) -> dict:
+def _next(state: dict, plan: RolloutPlan, now: float, /, **changes: Any) -> dict:
     new = {**state, **changes, "version": state.get("version", 0) + 1, "updated_at": now}
     if "step" in changes:
         new["percent"] = percent_of(plan, changes["step"])
@@ -107,7 +107,7 @@ def decide(state: dict, plan: RolloutPlan, figures: Figures, now: float, mirror:
     """What the gates make of a running step: advance, complete, roll back, hold, or nothing yet (None)."""
     if state["status"] != RUNNING:
         return None
-    if figures.target_requests < plan.min_requests:
+    if figures.target_requests < plan.min_requests_at(state["step"]):
         return None
     results = evaluate(plan, figures, mirror)
     summary = figures.summary(plan.gates.latency_percentile)
@@ -120,7 +120,7 @@ def decide(state: dict, plan: RolloutPlan, figures: Figures, now: float, mirror:
             return new, _event(state, new, "hold", "gates", now, f"gate failed: {detail}", failed=names, gates=results, figures=summary)
         new = _next(state, plan, now, status=ROLLED_BACK, step=-1, window=_window(), window_started=now)
         return new, _event(state, new, "rollback", "gates", now, f"gate failed: {detail}", failed=names, gates=results, figures=summary)
-    if now - state["window_started"] < plan.min_time:
+    if now - state["window_started"] < plan.min_time_at(state["step"]):
         return None
     step = state["step"] + 1
     if step >= len(plan.steps) - 1:
@@ -183,7 +183,7 @@ def apply_plan(state: Optional[dict], plan: RolloutPlan, route: str, source: str
     if status in (ROLLED_BACK, ABORTED):
         step = -1
     else:
-        below = [i for i, p in enumerate(plan.steps) if p <= percent]
+        below = [i for i, p in enumerate(plan.percents) if p <= percent]
         step = below[-1] if below else 0
     if status == COMPLETED and step < len(plan.steps) - 1:
         status = RUNNING

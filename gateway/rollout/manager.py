@@ -244,6 +244,8 @@ def describe(store: Any, route: Any) -> dict:
         figures = Figures.of(store.figures(route.label, state["window"]))
         out["status"], out["percent"], out["step"] = state["status"], state["percent"], state["step"]
         out["window_seconds"] = round(time.time() - state["window_started"], 1)
+        if state["step"] >= 0:
+            out["step_min_time"], out["step_min_requests"] = plan.min_time_at(state["step"]), plan.min_requests_at(state["step"])
         out["figures"] = figures.summary(plan.gates.latency_percentile)
         out["gates"] = engine.evaluate(plan, figures, bool(route.mirror))
         failed = next((e for e in reversed(state.get("history", ())) if e.get("failed")), None)

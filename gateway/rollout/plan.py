@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
 
@@ -27,13 +27,25 @@ class Gates(Schema):
     """With ``mirror = true``: matches / (matches + mismatches) must be at least this."""
 
 
+class Step(Schema):
+    """One step given as a table, to override the plan's minimums for it."""
+
+    percent: float
+    """Percent of consumers on the target."""
+    min_time: Optional[float] = Field(None, ge=MIN_STEP_SECONDS)
+    """Seconds this step lasts at least (default: the plan's ``min_time``)."""
+    min_requests: Optional[int] = Field(None, ge=1)
+    """Requests the target must answer in this step before its gates are judged (default: the plan's)."""
+
+
 class RolloutPlan(Schema):
     """A route's ``rollout`` table (the route needs ``split`` with exactly two backends)."""
 
     target: str
     """The backend the route moves to; the other backend of ``split`` is the source."""
-    steps: list[float] = [1, 5, 25, 50, 100]
-    """Percent of consumers on the target at each step, increasing, each in (0, 100]."""
+    steps: list[Union[float, Step]] = [1, 5, 25, 50, 100]
+    """Percent of consumers on the target at each step, increasing, each in (0, 100]; a step may be a table
+    ``{ percent = 25, min_time = 600, min_requests = 500 }`` with minimums of its own."""
     min_time: float = Field(300, ge=MIN_STEP_SECONDS)
     """Seconds each step lasts at least before it may advance (at least 1)."""
     min_requests: int = Field(100, ge=1)
@@ -46,13 +58,14 @@ class RolloutPlan(Schema):
 
     @field_validator("steps")
     @classmethod
-    def _steps(cls, value: list[float]) -> list[float]:
+    def _steps(cls, value: list[Union[float, Step]]) -> list[Union[float, Step]]:
         if not value:
             raise ValueError("needs at least one step, e.g. [1, 5, 25, 50, 100]")
-        for index, step in enumerate(value):
+        percents = [s.percent if isinstance(s, Step) else s for s in value]
+        for index, step in enumerate(percents):
             if not 0 < step <= 100:
-                raise ValueError(f"step {step} must be a percentage above 0 and at most 100")
-            if index and step <= value[index - 1]:
+                raise ValueError(f"step {step:g} must be a percentage above 0 and at most 100")
+            if index and step <= percents[index - 1]:
                 raise ValueError("steps must increase, e.g. [1, 5, 25, 50, 100]")
         return value
 
@@ -61,6 +74,22 @@ class RolloutPlan(Schema):
         if self.gates.max_latency_ratio == 0:
             raise ValueError("gates.max_latency_ratio must be above 0; leave it out to turn the gate off")
         return self
+
+    def percent(self, index: int) -> float:
+        step = self.steps[index]
+        return float(step.percent if isinstance(step, Step) else step)
+
+    @property
+    def percents(self) -> list[float]:
+        return [self.percent(i) for i in range(len(self.steps))]
+
+    def min_time_at(self, index: int) -> float:
+        step = self.steps[index]
+        return step.min_time if isinstance(step, Step) and step.min_time is not None else self.min_time
+
+    def min_requests_at(self, index: int) -> int:
+        step = self.steps[index]
+        return step.min_requests if isinstance(step, Step) and step.min_requests is not None else self.min_requests
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()[:12]
