@@ -170,9 +170,11 @@ def test_the_file_store_writes_each_version_once_under_contention(tmp_path):
     first, _ = engine.start(p, "api", "old", 0.0)
     assert store.save("api", 0, first)
     wins = []
+    together = threading.Barrier(8)
 
     def contend() -> None:
         current = store.load("api")
+        together.wait()  # all read version 1, then all try to write version 2
         new, _ = engine.operate(current, p, "promote", 1.0)
         if store.save("api", current["version"], new):
             wins.append(new)
@@ -182,8 +184,8 @@ def test_the_file_store_writes_each_version_once_under_contention(tmp_path):
         thread.start()
     for thread in threads:
         thread.join()
-    assert len(wins) >= 1
-    assert store.load("api")["version"] == 1 + len(wins)
+    assert len(wins) == 1
+    assert store.load("api") == wins[0] and wins[0]["version"] == 2
     store.add("api", {"w": {"t:n": 2}})
     store.add("api", {"w": {"t:n": 3, "s:n": 1}})
     assert store.figures("api", "w") == {"t:n": 5, "s:n": 1}
