@@ -499,6 +499,7 @@ class Gateway(Starlette):
                     "roles": list(getattr(route, "roles", None) or []),
                     "throttle": getattr(route, "throttle", None),
                     "mirror": bool(getattr(route, "mirror", False)),
+                    "rollout": getattr(route, "rollout", None) is not None,
                     "version": route.version,
                 }
             )
