@@ -83,7 +83,7 @@ def run(args: argparse.Namespace, config: Any) -> int:
                     print(_status_line(item))
             return 0
         route = chosen[0]
-        state = operate(store, route.label, route.rollout, args.action, full=args.to_last, who="cli:" + _user())
+        state = operate(store, route.label, route.rollout, args.action, full=args.to_last, who="cli:" + _user(), log=False)
     except engine.RefusedAction as exc:
         print(f"{route.label}: cannot {args.action}: {exc}", file=sys.stderr)
         return 1

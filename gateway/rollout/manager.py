@@ -97,6 +97,8 @@ class RolloutManager:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._task: Optional[asyncio.Task] = None
         self._store_failing = False
+        self._seen: dict[str, int] = {}
+        """Route -> the state version this worker last read (to log the CLI's actions once)."""
 
     def follow_route(self, route: Any, config: Any) -> RouteRollout:
         """The route's rollout (made, or given its new plan), for the split policy at compile time."""
@@ -175,7 +177,10 @@ class RolloutManager:
                 self.store.add(rt.label, deltas)
                 state = self.store.load(rt.label)
                 if self.store.lease(rt.label, self.owner, LEASE_SECONDS):
+                    self._log_cli_actions(rt.label, state)
                     state = self._decide(rt, state)
+                if state is not None:
+                    self._seen[rt.label] = state["version"]
             except StoreError as exc:
                 if not self._store_failing:
                     logger.error("rollout state store unreachable; serving the last known step", extra={"error": str(exc)})
@@ -187,6 +192,15 @@ class RolloutManager:
                 self._store_failing = False
             out.append(state)
         return out
+
+    def _log_cli_actions(self, label: str, state: Optional[dict]) -> None:
+        """The CLI writes the store, not a gateway log: the deciding worker logs and counts its actions."""
+        seen = self._seen.get(label)
+        if state is None or seen is None:
+            return
+        for event in state.get("history", ()):
+            if event["seq"] > seen and str(event.get("by", "")).startswith("cli:"):
+                record(label, event, event["by"])
 
     def _decide(self, rt: RouteRollout, state: Optional[dict]) -> Optional[dict]:
         now = time.time()
@@ -221,15 +235,20 @@ def record(route: str, event: dict, owner: str) -> None:
     )
 
 
-def operate(store: Any, route: str, plan: RolloutPlan, action: str, full: bool = False, who: str = "operator") -> dict:
-    """An operator's action on the stored state, by compare-and-set (retried if a decider wrote in between)."""
+def operate(store: Any, route: str, plan: RolloutPlan, action: str, full: bool = False, who: str = "operator",
+            log: bool = True) -> dict:
+    """An operator's action on the stored state, by compare-and-set (retried if a decider wrote in between).
+
+    ``log``: log and count it here (a gateway worker); the CLI leaves that to the deciding worker.
+    """
     for _ in range(CAS_TRIES):
         state = store.load(route)
         if state is not None and state.get("target") != plan.target:
             state = None
         new, event = engine.operate(state, plan, action, time.time(), full=full, who=who)
         if store.save(route, state["version"], new):
-            record(route, event, who)
+            if log:
+                record(route, event, who)
             return new
     raise StoreError("the state kept changing under the action; try again")
 

@@ -108,6 +108,9 @@ def test_pause_promote_abort_and_resume_from_the_cli(tmp_path):
         actions = [(e["action"], e["by"].split(":")[0]) for e in rollout(server.url)["history"]]
         assert actions == [("start", "config"), ("pause", "cli"), ("promote", "cli"), ("promote", "cli"),
                            ("abort", "cli"), ("resume", "cli")], actions
+        # the CLI wrote the store; the gateway's deciding worker logged each action once
+        wait_for(lambda: len(transitions(server)) >= 6, 30, server.log)
+        assert [e["action"] for e in transitions(server)] == ["start", "pause", "promote", "promote", "abort", "resume"]
     finally:
         server.stop()
 
