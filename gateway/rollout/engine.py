@@ -87,9 +87,12 @@ def evaluate(plan: RolloutPlan, figures: Figures, mirror: bool) -> list[dict]:
         q = gates.latency_percentile
         target_p, source_p = figures.percentile(TARGET, q), figures.percentile(SOURCE, q)
         ratio = target_p / source_p if target_p is not None and source_p else None
+        ok = None
+        if ratio is not None:
+            ok = ratio <= gates.max_latency_ratio or (target_p - source_p) * 1000 < gates.latency_slack_ms
         results.append({
             "gate": f"p{q}_latency_ratio", "value": None if ratio is None else round(ratio, 3),
-            "threshold": gates.max_latency_ratio, "ok": None if ratio is None else ratio <= gates.max_latency_ratio,
+            "threshold": gates.max_latency_ratio, "ok": ok, "slack_ms": gates.latency_slack_ms,
             "target_ms": None if target_p is None else round(target_p * 1000, 3),
             "source_ms": None if source_p is None else round(source_p * 1000, 3),
         })

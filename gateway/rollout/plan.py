@@ -22,7 +22,10 @@ class Gates(Schema):
     latency_percentile: Literal[95, 99] = 99
     """Which latency percentile is compared."""
     max_latency_ratio: Optional[float] = Field(1.5, gt=0)
-    """The target's percentile over the source's may be at most this; omit (or 0 is refused) to turn it off."""
+    """The target's percentile over the source's may be at most this (0 is refused)."""
+    latency_slack_ms: float = Field(5.0, ge=0)
+    """The latency gate fails only when the target's percentile is also this many ms above the source's:
+    ratios of millisecond times are mostly scheduling noise."""
     min_match_rate: Optional[float] = Field(0.99, ge=0, le=1)
     """With ``mirror = true``: matches / (matches + mismatches) must be at least this."""
 

@@ -10,7 +10,7 @@ from tests.services import GatewayProcess, base_env
 def test_the_dashboard_shows_the_rollback_and_the_failing_gate(tmp_path):
     config = tmp_path / "config.toml"
     config.write_text(config_text("tests.rollout.apps:errors", min_time=30, min_requests=100,
-                                  gates="max_5xx_increase = 0.01\nmax_latency_ratio = 20\n"))
+                                  gates="max_5xx_increase = 0.01\nlatency_slack_ms = 100000\n"))
     server = GatewayProcess(config, base_env()).start(60)
     try:
         with Traffic(server.url):

@@ -10,7 +10,7 @@ import httpx
 from tests.rollout.support import ADMIN, Traffic, config_text, rollout, stackgate, wait_for, wait_status
 from tests.services import GatewayProcess, base_env
 
-LOOSE = "max_5xx_increase = 0.01\nlatency_percentile = 95\nmax_latency_ratio = 10\n"
+LOOSE = "max_5xx_increase = 0.01\nlatency_percentile = 95\nmax_latency_ratio = 10\nlatency_slack_ms = 25\n"
 
 
 def transitions(*servers) -> list[dict]:

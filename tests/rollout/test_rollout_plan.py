@@ -124,6 +124,7 @@ def test_decisions_follow_the_gates():
     assert (back["status"], back["percent"], event["failed"]) == ("rolled_back", 0, "5xx_rate_increase")
     slow, event = engine.decide(state, p, figures(target_ms=60), 1002.0, False)
     assert event["failed"] == "p99_latency_ratio"
+    assert engine.decide(state, p, figures(target_ms=4, source_ms=1), 1000.5, False) is None  # 4x, but within the 5 ms slack
     drift, event = engine.decide(state, p, figures(mismatches=10), 1002.0, True)
     assert event["failed"] == "mirror_match_rate"
     held, event = engine.decide(state, plan(on_failure="hold"), figures(target_5xx=2), 1002.0, False)
