@@ -101,6 +101,8 @@ def _status_line(item: dict) -> str:
     figures = item.get("figures")
     if figures:
         line += f', target {figures["target"]["requests"]} requests'
+    if item.get("waiting_for"):
+        line += f'; waiting for {item["waiting_for"]}'
     failure = item.get("last_failure")
     if failure:
         line += f'; last failure {failure["time"]}: {failure["reason"]}'

@@ -265,6 +265,7 @@ def describe(store: Any, route: Any) -> dict:
         out["window_seconds"] = round(time.time() - state["window_started"], 1)
         if state["step"] >= 0:
             out["step_min_time"], out["step_min_requests"] = plan.min_time_at(state["step"]), plan.min_requests_at(state["step"])
+            out["waiting_for"] = _waiting_for(state, plan, figures, out["window_seconds"])
         out["figures"] = figures.summary(plan.gates.latency_percentile)
         out["gates"] = engine.evaluate(plan, figures, bool(route.mirror))
         failed = next((e for e in reversed(state.get("history", ())) if e.get("failed")), None)
@@ -273,3 +274,16 @@ def describe(store: Any, route: Any) -> dict:
     else:
         out.update(status="not_started", percent=0.0, step=-1, history=[])
     return out
+
+
+def _waiting_for(state: dict, plan: RolloutPlan, figures: Figures, seconds: float) -> Optional[str]:
+    """What the running step needs before its next decision, in words (None when not running)."""
+    if state["status"] != engine.RUNNING:
+        return None
+    step = state["step"]
+    missing = plan.min_requests_at(step) - figures.target_requests
+    if missing > 0:
+        return f"{missing} more requests to the target"
+    if seconds < plan.min_time_at(step):
+        return f"{plan.min_time_at(step) - seconds:.0f} s more"
+    return "the next decision (within a second)"

@@ -39,3 +39,30 @@ clean_too = _make("clean_too")
 errors = _make("errors", error_every=20)
 slow = _make("slow", delay=0.05)
 drift = _make("drift", drift_every=10)
+
+
+def _django_with_fault():
+    """The demo's Django stack, answering 500 on every 10th request once the file ``$ROLLOUT_FAULT_FILE`` exists."""
+    import os
+
+    from backends.django_site.wsgi import application
+
+    counter = itertools.count(1)
+
+    def app(environ, start_response):
+        flag = os.environ.get("ROLLOUT_FAULT_FILE")
+        if flag and os.path.exists(flag) and next(counter) % 10 == 0:
+            environ["wsgi.input"].read()
+            body = json.dumps({"error": "injected"}).encode()
+            start_response("500 Internal Server Error", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            return [body]
+        return application(environ, start_response)
+
+    return app
+
+
+def __getattr__(name: str):
+    if name == "django_with_fault":  # imported only by the tests that serve it
+        value = globals()[name] = _django_with_fault()
+        return value
+    raise AttributeError(name)
