@@ -40,6 +40,13 @@ _PAGE_HEADERS = [
 _ROLLOUT_ACTIONS = ADMIN_PREFIX + "/rollouts/"
 """The one place the admin API takes a POST: operator actions on a rollout."""
 
+
+
+def _is_rollout_action(path: str) -> bool:
+    """``/_stackgate/rollouts/ROUTE/ACTION``: the one shape of path the admin API takes a POST on."""
+    return path.startswith(_ROLLOUT_ACTIONS) and "/" in path[len(_ROLLOUT_ACTIONS) :].strip("/")
+
+
 Endpoint = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
@@ -95,7 +102,7 @@ class AdminApp:
         self.router = Router(routes, redirect_slashes=False, default=_not_found)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
-        if scope["method"] not in ("GET", "HEAD") and not (scope["method"] == "POST" and path.startswith(_ROLLOUT_ACTIONS)):
+        if scope["method"] not in ("GET", "HEAD") and not (scope["method"] == "POST" and _is_rollout_action(path)):
             raise GatewayError(405, "method_not_allowed", f'Method "{scope["method"]}" not allowed.', [(b"allow", b"GET, HEAD")])
         sub = dict(scope)
         sub["path"] = path if path != ADMIN_PREFIX else ADMIN_PREFIX + "/"

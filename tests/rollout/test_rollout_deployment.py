@@ -128,6 +128,8 @@ def test_the_admin_api_acts_for_admins_only_and_check_tells_what_an_edit_does(tm
         again = httpx.post(url + "pause", headers=ADMIN)
         assert again.status_code == 409 and again.json()["error"]["code"] == "rollout_action_refused", again.text
         assert httpx.post(url + "explode", headers=ADMIN).status_code == 404
+        no_action = httpx.post(url.rstrip("/"), headers=ADMIN)
+        assert no_action.status_code == 405 and no_action.json()["error"]["code"] == "method_not_allowed", no_action.text
         missing = httpx.get(server.url + "/_stackgate/rollouts/nope", headers=ADMIN)
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "rollout_not_found"
         promoted = httpx.post(url + "promote?to=last", headers=ADMIN).json()
