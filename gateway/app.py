@@ -494,7 +494,7 @@ class Gateway(Starlette):
                 {
                     "name": route.label,
                     "prefix": route.prefix,
-                    "backends": dict(split) if split else {route.backend: 100},
+                    "backends": self._rollout_weights(route) or (dict(split) if split else {route.backend: 100}),
                     "auth": getattr(route, "auth", None),
                     "roles": list(getattr(route, "roles", None) or []),
                     "throttle": getattr(route, "throttle", None),
@@ -504,6 +504,12 @@ class Gateway(Starlette):
                 }
             )
         return out
+
+    def _rollout_weights(self, route: Any) -> Optional[dict[str, float]]:
+        """A route's weights as its running rollout sets them (None without one)."""
+        manager = self.services.rollout
+        runtime = manager.routes.get(route.label) if manager is not None and getattr(route, "rollout", None) else None
+        return {name.decode(): weight for name, weight in runtime.weights} if runtime is not None else None
 
     def mirror_stats(self) -> dict[str, Any]:
         registry = self.services.mirror or {}

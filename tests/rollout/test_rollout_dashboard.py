@@ -30,6 +30,9 @@ def test_the_dashboard_shows_the_rollback_and_the_failing_gate(tmp_path):
             assert "5xx_rate_increase" in text("rollout-failure-api")
             timeline = text("rollout-timeline-api")
             assert "rollback: 10 % → 0 % (gates)" in timeline and "start: 0 % → 10 %" in timeline, timeline
+            gates = text("rollout-gates-api")
+            assert "Gates at the rollback" in gates and "5xx_rate_increase 0.05 0.01 fails" in gates, gates
+            assert text("route-api-weights") == "new 0 · old 100"  # the rollout's weights, not the config's split
             screenshot(driver, "dashboard-rollout-rolled-back")
             assert console_errors(driver) == []
     finally:

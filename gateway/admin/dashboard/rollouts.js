@@ -40,10 +40,14 @@
   }
 
   function gatesView(item) {
+    // A running step: the gates now. Otherwise: the gates as they stood at the last decision.
+    const decided = [...(item.history || [])].reverse().find((event) => event.gates);
+    const shown = item.status !== "running" && decided ? decided : null;
     const table = el("table", { class: "rollout-gates", testid: `rollout-gates-${item.route}` });
+    table.append(el("caption", {}, shown ? `Gates at the ${shown.action} (${shown.time})` : "Gates over the current step"));
     table.append(el("thead", {}, el("tr", {}, el("th", {}, "Gate"), el("th", {}, "Value"), el("th", {}, "Threshold"), el("th", {}, "Verdict"))));
     const body = el("tbody");
-    for (const gate of item.gates || []) {
+    for (const gate of (shown ? shown.gates : item.gates) || []) {
       const verdict = gate.ok === null ? "no data yet" : gate.ok ? "holds" : "fails";
       body.append(el("tr", {}, el("td", {}, gate.gate), el("td", {}, gate.value === null ? "–" : gate.value),
         el("td", {}, gate.threshold), el("td", { class: gate.ok === false ? "fail" : gate.ok ? "pass" : "" }, verdict)));
