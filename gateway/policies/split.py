@@ -151,8 +151,11 @@ class Split:
             wanted = ctx.override
             if wanted in self.backends:
                 return wanted, None
+        rollout = self.rollout
+        if rollout is not None and not rollout.sticky:
+            return rollout.draw(), None
         identity = ctx.identity
-        weights = self.weights if self.rollout is None else self.rollout.weights
+        weights = self.weights if rollout is None else rollout.weights
         if identity:
             return choose(self.route_key, b"c:" + identity.encode(), weights), None
         token = _cookie(headers)

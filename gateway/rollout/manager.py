@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import secrets
 import socket
 import time
@@ -58,7 +59,8 @@ class RouteRollout:
     def configure(self, plan: RolloutPlan, source: str, mirror: bool) -> None:
         self.plan = plan
         self.target, self.source = plan.target, source
-        self.target_key = plan.target.encode()
+        self.target_key, self.source_key = plan.target.encode(), source.encode()
+        self.sticky = plan.sticky
         self.mirror = mirror
         self.follow(self.state)
 
@@ -70,7 +72,12 @@ class RouteRollout:
         self.window = state["window"] if state else "-"
         w = engine.weights(state, self.target, self.source)
         self.weights = [(name.encode(), w[name]) for name in (self.target, self.source)]
+        self.share = w[self.target] / 100
         PERCENT.labels(self.label).set(w[self.target])
+
+    def draw(self) -> bytes:
+        """A backend for one request of a plan with ``sticky = false``."""
+        return self.target_key if random.random() < self.share else self.source_key
 
     def observe(self, name: bytes, status: int, seconds: float) -> None:
         """One answer of the route (the split's hook)."""
@@ -283,6 +290,9 @@ def _waiting_for(state: dict, plan: RolloutPlan, figures: Figures, seconds: floa
     step = state["step"]
     missing = plan.min_requests_at(step) - figures.target_requests
     if missing > 0:
+        if not figures.target_requests and figures.source_requests >= 10 * plan.min_requests_at(step):
+            return (f"{missing} more requests to the target; none of the step's consumers is on it yet "
+                    "(steps are shares of consumers: a larger step, promote, or sticky = false)")
         return f"{missing} more requests to the target"
     if seconds < plan.min_time_at(step):
         return f"{plan.min_time_at(step) - seconds:.0f} s more"

@@ -53,6 +53,9 @@ class RolloutPlan(Schema):
     """Seconds each step lasts at least before it may advance (at least 1)."""
     min_requests: int = Field(100, ge=1)
     """Requests the target must have answered in a step before its gates are judged."""
+    sticky: bool = True
+    """Each consumer stays on one stack and only ever moves to the target; ``false`` splits each request on its own
+    (for an API with few consumers, where a small step would put none of them on the target)."""
     on_failure: Literal["rollback", "hold"] = "rollback"
     """A failing gate sends the route back to 0 % on the target (``rollback``) or keeps the step (``hold``)."""
     restart_step_on_change: bool = False

@@ -53,10 +53,12 @@ min_requests = {min_requests}
 
 
 class Traffic:
-    """Anonymous GETs without cookies (each one a new consumer) from a thread, to one or more gateways, until stopped."""
+    """GETs from a thread, to one or more gateways, until stopped: anonymous without cookies (each one a
+    new consumer), or with ``headers`` (one consumer's credentials)."""
 
-    def __init__(self, *urls: str) -> None:
+    def __init__(self, *urls: str, headers: Optional[dict] = None) -> None:
         self.urls = urls
+        self.headers = headers or {}
         self.stopped = threading.Event()
         self.sent = 0
         self.served: dict[str, int] = {}
@@ -69,7 +71,7 @@ class Traffic:
                 client = clients[self.sent % len(clients)]
                 client.cookies.clear()  # a new anonymous consumer each time (the split is sticky per cookie)
                 try:
-                    response = client.get(f"/api/todos/{self.sent % 7}")
+                    response = client.get(f"/api/todos/{self.sent % 7}", headers=self.headers)
                     by = response.headers.get("x-served-by", "-")
                     self.served[by] = self.served.get(by, 0) + 1
                 except httpx.HTTPError:

@@ -10,6 +10,7 @@ import httpx
 
 from tests.rollout.support import Traffic, config_text, wait_for, wait_status
 from tests.services import GatewayProcess, base_env
+from tests.users import USERS
 
 NO_LATENCY = "latency_slack_ms = 100000\n"  # a test of another gate must not trip on a scheduling hiccup
 LOOSE = "max_5xx_increase = 0.01\nlatency_percentile = 95\nmax_latency_ratio = 10\nlatency_slack_ms = 25\n"
@@ -77,5 +78,20 @@ def test_a_regressed_target_is_rolled_back_with_the_failing_gate_named(tmp_path,
         with Traffic(server.url) as traffic:
             wait_for(lambda: traffic.sent >= 50)
         assert set(traffic.served) == {"old"}, traffic.served
+    finally:
+        server.stop()
+
+
+def test_an_unsticky_plan_moves_a_single_consumer_request_by_request(tmp_path):
+    """One API key only: with sticky = false the steps are shares of requests, so the rollout still advances."""
+    config = tmp_path / "config.toml"
+    config.write_text(config_text("tests.rollout.apps:clean_too", gates=LOOSE, extra_plan="sticky = false")
+                      .replace('auth = "none"', 'auth = "required"'))
+    server = GatewayProcess(config, base_env()).start(60)
+    try:
+        with Traffic(server.url, headers=USERS["alice"].headers()) as traffic:
+            state = wait_status(server, ("completed", "rolled_back", "held"))
+        assert state["status"] == "completed", state
+        assert traffic.served.get("new", 0) > 0 and traffic.served.get("old", 0) > 0, traffic.served
     finally:
         server.stop()
