@@ -54,6 +54,8 @@ class RouteRollout:
         self.tally = Tally()
         self.state: Optional[dict] = None
         self.window = "-"
+        self.config_digest = ""
+        """The config that last named this rollout; one not in the serving config is dropped."""
         self.configure(plan, source, mirror)
 
     def configure(self, plan: RolloutPlan, source: str, mirror: bool) -> None:
@@ -162,7 +164,7 @@ class RolloutManager:
 
     def _current(self) -> list[RouteRollout]:
         digest = self.config.digest if self.config is not None else None
-        for label in [label for label, rt in self.routes.items() if getattr(rt, "config_digest", None) != digest]:
+        for label in [label for label, rt in self.routes.items() if rt.config_digest != digest]:
             del self.routes[label]  # its plan left the config
         return list(self.routes.values())
 
