@@ -444,6 +444,8 @@ class Gateway(Starlette):
         else:
             reload.on_sighup(_sighup_ignored)
         self._sampler = asyncio.ensure_future(self.admin.series.run())
+        if services.rollout is not None:
+            await services.rollout.start()  # gated rollouts: follow the shared step before serving
         if self.freeze_gc:
             heap.freeze_loaded_objects()
             self._refreeze = asyncio.ensure_future(heap.Refreeze().run())
@@ -454,6 +456,8 @@ class Gateway(Starlette):
                 await self.reloader.stop()
             if self._sampler is not None:
                 self._sampler.cancel()
+            if services.rollout is not None:
+                await services.rollout.stop()
             if self._refreeze is not None:
                 self._refreeze.cancel()
             if services.shadow_process is not None:
@@ -498,15 +502,22 @@ class Gateway(Starlette):
                 {
                     "name": route.label,
                     "prefix": route.prefix,
-                    "backends": dict(split) if split else {route.backend: 100},
+                    "backends": self._rollout_weights(route) or (dict(split) if split else {route.backend: 100}),
                     "auth": getattr(route, "auth", None),
                     "roles": list(getattr(route, "roles", None) or []),
                     "throttle": getattr(route, "throttle", None),
                     "mirror": bool(getattr(route, "mirror", False)),
+                    "rollout": getattr(route, "rollout", None) is not None,
                     "version": route.version,
                 }
             )
         return out
+
+    def _rollout_weights(self, route: Any) -> Optional[dict[str, float]]:
+        """A route's weights as its running rollout sets them (None without one)."""
+        manager = self.services.rollout
+        runtime = manager.routes.get(route.label) if manager is not None and getattr(route, "rollout", None) else None
+        return {name.decode(): weight for name, weight in runtime.weights} if runtime is not None else None
 
     def mirror_stats(self) -> dict[str, Any]:
         registry = self.services.mirror or {}
