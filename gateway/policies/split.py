@@ -11,11 +11,13 @@ from __future__ import annotations
 import hashlib
 import math
 import secrets
+import time
 from typing import Any, Optional
 
 from pydantic import Field, ValidationInfo, field_validator
 
 from gateway import headers as H
+from gateway import metrics
 from gateway.context import SCOPE_KEY, RequestContext, Services
 from gateway.schema import Schema
 from gateway.types import Receive, Scope, Send
@@ -38,6 +40,9 @@ class SplitSettings(Schema):
     """Run shadow copies to WSGI stacks in a process of their own, at the lowest CPU priority."""
     mirror_duty_cycle: float = Field(0.2, gt=0, le=1)
     """Share of the time that process may spend running copies (it rests after each in proportion); more are skipped."""
+    mirror_noise_share: float = Field(0.05, ge=0, le=1)
+    """Share of mirrored requests also replayed once more on each stack to learn noise, whatever their
+    outcome (pairs that differ on a field not yet settled are always checked; docs/migration.md)."""
 
 
 class RouteSplitFields(Schema):
@@ -49,6 +54,8 @@ class RouteSplitFields(Schema):
     """Send safe requests (GET, HEAD) to the backend that did not serve them too, and compare."""
     mirror_ignore: list[str] = []
     """JSON keys left out of the comparison at any depth (e.g. ``updated_at``)."""
+    mirror_significant: list[str] = []
+    """Fields never treated as noise: a key at any depth (``title``) or a path (``results[].title``)."""
     hide_served_by: bool = False
     """Leave out the ``X-Served-By`` response header."""
 
@@ -111,13 +118,15 @@ def _cookie(headers: list[tuple[bytes, bytes]]) -> Optional[bytes]:
 class Split:
     """The ASGI handler of a split route: choose, mark, and (optionally) mirror."""
 
-    def __init__(self, route: Any, backends: dict[str, Any], settings: SplitSettings, mirror: Any = None) -> None:
+    def __init__(self, route: Any, backends: dict[str, Any], settings: SplitSettings, mirror: Any = None, endpoints: Any = None) -> None:
         self.route_key = route.label.encode()
+        self.route_label = route.label
         self.backends = {name.encode(): backends[name] for name in route.split}
         self.weights = [(name.encode(), float(weight)) for name, weight in route.split.items()]
         self.override_roles = frozenset(settings.override_roles)
         self.served_by = not route.hide_served_by
         self.mirror = mirror
+        self.endpoints = endpoints
 
     def pick(self, scope: Scope) -> tuple[bytes, Optional[bytes]]:
         """(backend name, new cookie token to set or None)."""
@@ -151,11 +160,33 @@ class Split:
             )
         ctx.backend = name.decode()
         backend = self.backends[name]
+        if self.endpoints is None:
+            await self._serve(scope, receive, send, name, backend, "")
+            return
+        await self._observed(scope, receive, send, name, backend)
 
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, name: bytes, backend: Any, endpoint: str) -> None:
         if self.mirror is not None and scope["method"] in ("GET", "HEAD"):
-            await self.mirror(scope, receive, send, name, backend)
+            await self.mirror(scope, receive, send, name, backend, endpoint)
             return
         await backend(scope, receive, send)
+
+    async def _observed(self, scope: Scope, receive: Receive, send: Send, name: bytes, backend: Any) -> None:
+        """Serve, counting the answer by endpoint for the migration report (``gateway.shadow.report``)."""
+        endpoint = self.endpoints.name(scope)
+        status = 0
+
+        async def observe(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        started = time.perf_counter()
+        try:
+            await self._serve(scope, receive, observe, name, backend, endpoint)
+        finally:
+            metrics.observe_endpoint(self.route_label, endpoint, name.decode(), status or 500, time.perf_counter() - started)
 
 
 def wrap(app: Any, route: Any, config: Any, services: Services) -> Any:
@@ -163,18 +194,28 @@ def wrap(app: Any, route: Any, config: Any, services: Services) -> Any:
     if not getattr(route, "split", None):
         return app
     from gateway.policies.mirror import Mirror, MirrorRegistry
+    from gateway.shadow import endpoints as endpoint_names
 
     settings: SplitSettings = config.split
     backends = services.backends
     mirror = None
+    endpoints = endpoint_names.for_route(route, backends)
     if route.mirror:
         if services.mirror is None:
             services.mirror = MirrorRegistry()
         registry = services.mirror
         stats = registry.for_route(route.label, settings.mirror_keep)
+        stats.noise.configure(list(route.split), route.mirror_significant)
+        stats.endpoints = endpoints
         process = shadow_process(services, backends, settings.mirror_duty_cycle) if settings.mirror_process else None
-        mirror = Mirror(route, {name.encode(): backends[name] for name in route.split}, stats, settings.mirror_max_body, process)
-    return Split(route, backends, settings, mirror)
+        mirror = Mirror(
+            route, {name.encode(): backends[name] for name in route.split}, stats, settings.mirror_max_body, process,
+            noise_share=settings.mirror_noise_share,
+        )
+    if services.endpoints is None:
+        services.endpoints = {}
+    services.endpoints[route.label] = endpoints
+    return Split(route, backends, settings, mirror, endpoints)
 
 
 def shadow_process(services: Services, backends: dict[str, Any], duty_cycle: float) -> Any:
