@@ -1,4 +1,4 @@
-"""``/_stackgate/...``: health, readiness, metrics, status, stats, mirror, dashboard.
+"""``/_stackgate/...``: health, readiness, metrics, status, stats, mirror, migration, dashboard.
 
 See docs/admin-api.md. ``health``, ``ready`` and ``metrics`` are open (probes
 and scrapers); the rest needs a consumer with one of ``[gateway].admin_roles``.
@@ -83,6 +83,7 @@ class AdminApp:
             "/openapi.json": self.openapi, "/docs": self.docs, "/docs/{name:path}": self.docs,
         }
         protected = {"/": self.dashboard, "/status": self.status, "/stats": self.stats, "/mirror": self.mirror}
+        protected["/migration"] = self.migration  # docs/migration.md
         routes = [Route(path, _endpoint(fn), methods=["GET", "HEAD"]) for path, fn in open_.items()]
         routes += [Route(path, _endpoint(fn, self._require_admin), methods=["GET", "HEAD"]) for path, fn in protected.items()]
         routes.append(Route("/dashboard/{name:path}", _endpoint(self.asset, self._require_admin), methods=["GET", "HEAD"]))
@@ -123,6 +124,20 @@ class AdminApp:
 
     async def mirror(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send_json(send, 200, self.gateway.mirror_stats())
+
+    async def migration(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The migration report; ``?format=json`` answers it as a file to download."""
+        from urllib.parse import parse_qs
+
+        from gateway.shadow.report import migration_report
+
+        report = migration_report(self.gateway.compiled.config, self.gateway.services)
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        headers = []
+        if query.get("format") == ["json"]:
+            stamp = report["generated_at"].replace(":", "").replace("-", "")
+            headers.append((b"content-disposition", f'attachment; filename="stackgate-migration-{stamp}.json"'.encode()))
+        await send_json(send, 200, report, headers)
 
     async def stats(self, scope: Scope, receive: Receive, send: Send) -> None:
         gateway = self.gateway
