@@ -177,6 +177,15 @@ class Mirror:
             done.set()
         return None if shadow.too_big else shadow.answer()
 
+    async def _check_here(self, scope: Scope, backend: Any, first: Answer) -> Optional[dict[str, Any]]:
+        """Replay on ``backend`` in this process and name the fields its answer differs from ``first`` on;
+        None when it failed or cannot be compared (a failed check never fails the copy it checks)."""
+        try:
+            return self_fields(first, await self._copy(scope, backend), self.ignore)
+        except Exception as exc:
+            logger.warning("a noise check on %s failed: %r", getattr(backend, "name", "?"), exc)
+            return None
+
     async def _shadow(self, scope: Scope, served: bytes, primary: _Captured, name: bytes, backend: Any, endpoint: str = "") -> None:
         started = time.perf_counter()
         served_name, other_name = served.decode(), name.decode()
@@ -187,23 +196,21 @@ class Mirror:
         force = self.noise_share > 0 and random.random() < self.noise_share
         checks: dict[str, Any] = {}
         try:
+            served_backend = self.backends.get(served)
             if self.process is not None and getattr(backend, "kind", None) == "wsgi":
                 environ = make_environ(scope, io.BytesIO(b""), 0)
-                served_backend = self.backends.get(served)
-                in_process = getattr(served_backend, "kind", None) == "wsgi" and served_name in self.process.apps
-                check = Check(None if force else model.settled(), served_name if in_process else None)
+                served_in_shadow = getattr(served_backend, "kind", None) == "wsgi" and served_name in self.process.apps
+                check = Check(None if force else model.settled(), served_name if served_in_shadow else None)
                 result, checks = await self.process.run(backend.name, environ, self.max_body, served_answer, self.ignore, served_name, check)
-                if checks and not in_process and served_backend is not None:
-                    checks[served_name] = self_fields(served_answer, await self._copy(scope, served_backend), self.ignore)
+                if checks and not served_in_shadow and served_backend is not None:
+                    checks[served_name] = await self._check_here(scope, served_backend, served_answer)
             else:
                 other = await self._copy(scope, backend)
                 result = outcome(served_answer, other, self.ignore, served_name, other_name)
-                check = Check(None if force else model.settled())
-                if other is not None and check.wanted(result):
-                    checks[other_name] = self_fields(other, await self._copy(scope, backend), self.ignore)
-                    served_backend = self.backends.get(served)
+                if other is not None and Check(None if force else model.settled()).wanted(result):
+                    checks[other_name] = await self._check_here(scope, backend, other)
                     if served_backend is not None:
-                        checks[served_name] = self_fields(served_answer, await self._copy(scope, served_backend), self.ignore)
+                        checks[served_name] = await self._check_here(scope, served_backend, served_answer)
         except Exception as exc:
             result = ("error", repr(exc))
         finally:

@@ -86,10 +86,19 @@ def _run(name: str, environ: dict, limit: int, served: Answer, ignore: frozenset
         return result
     checks: dict[str, Any] = {}
     if other is not None and check.wanted(result):
-        checks[name] = self_fields(other, _answer(name, environ, limit), ignore)
+        checks[name] = _check(name, environ, limit, other, ignore)
         if check.served_app is not None:
-            checks[served_name] = self_fields(served, _answer(check.served_app, environ, limit), ignore)
+            checks[served_name] = _check(check.served_app, environ, limit, served, ignore)
     return result, checks
+
+
+def _check(name: str, environ: dict, limit: int, first: Answer, ignore: frozenset) -> Any:
+    """The fields a second answer of ``name`` differs from ``first`` on; None if it failed (the copy it checks stands)."""
+    try:
+        return self_fields(first, _answer(name, environ, limit), ignore)
+    except Exception:
+        logger.exception("a noise check on %s failed", name)
+        return None
 
 
 def _read_frame(stream: Any) -> Any:

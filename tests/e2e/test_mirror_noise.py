@@ -141,3 +141,32 @@ def test_a_real_difference_on_one_stack_is_a_mismatch_with_the_field_named(tmp_p
         assert 'stackgate_mirror_results_total{result="mismatch",route="regress"} 10.0' in metrics
     finally:
         server.stop()
+
+
+def test_the_dashboard_marks_each_field_noise_or_real(tmp_path):
+    from tests.browser import chrome_driver, console_errors, screenshot
+
+    server = start(tmp_path)
+    try:
+        send(server, "regress", range(20), 20)
+        with chrome_driver() as driver:
+            from selenium.webdriver.common.by import By
+
+            driver.execute_cdp_cmd("Network.enable", {})
+            driver.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": ADMIN})
+            driver.get(server.url + "/_stackgate/")
+            verdict = '[data-testid="mirror-regress-field-{}-verdict"]'
+            deadline = time.monotonic() + 30
+            while not driver.find_elements(By.CSS_SELECTOR, verdict.format("title")):
+                assert time.monotonic() < deadline, driver.page_source[:3000]
+                time.sleep(0.3)
+            assert driver.find_element(By.CSS_SELECTOR, verdict.format("title")).text.lower() == "real"
+            assert driver.find_element(By.CSS_SELECTOR, verdict.format("stamp")).text.lower() == "noise"
+            row = driver.find_element(By.CSS_SELECTOR, '[data-testid="mirror-regress-field-title"]')
+            assert "/regress/items/" in row.text  # an example
+            assert driver.find_element(By.CSS_SELECTOR, '[data-testid="mirror-regress-rate"]').text == "90.00%"
+            assert driver.find_element(By.CSS_SELECTOR, '[data-testid="migration-link"]').get_attribute("href").endswith("/migration.html")
+            assert console_errors(driver) == []
+            screenshot(driver, "dashboard-mirror-fields")
+    finally:
+        server.stop()

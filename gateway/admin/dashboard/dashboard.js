@@ -333,6 +333,11 @@ function mismatchView(route, m, index) {
         typeof m.shadow_ms === "number" ? ` · shadow ${m.shadow_ms} ms` : "",
         m.time ? ` · ${m.time}` : "",
         m.truncated === true ? " · diff cut (too long to keep whole)" : ""),
+      Array.isArray(m.fields) && m.fields.length
+        ? h("span", { class: "mismatch-fields", testid: `mirror-${route}-mismatch-${index}-fields` },
+          `differs on ${m.fields.join(", ")}`,
+          Array.isArray(m.noise_fields) && m.noise_fields.length ? h("span", { class: "muted" }, ` (and noise: ${m.noise_fields.join(", ")})`) : null)
+        : null,
       m.request_id ? h("span", { class: "request-id muted" }, `request ${m.request_id}`) : null),
     diffView(m.diff, `mirror-${route}-diff-${index}`, m.truncated === true));
 }
