@@ -72,6 +72,14 @@ class RouteSplitFields(Schema):
                 raise ValueError("needs at least one positive weight: with every weight 0 no backend could serve")
         return value
 
+    @field_validator("mirror_significant")
+    @classmethod
+    def _mirror_significant(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if not entry.strip() or entry != entry.strip():
+                raise ValueError(f'"{entry}" is not a field: give a key ("title") or a path ("results[].title")')
+        return value
+
     @field_validator("mirror")
     @classmethod
     def _mirror(cls, value: bool, info: ValidationInfo) -> bool:

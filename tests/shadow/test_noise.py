@@ -142,3 +142,32 @@ def test_quantile_interpolates_within_the_bucket():
     assert quantile(0.75, buckets) == pytest.approx(0.055)
     assert quantile(0.5, []) is None and quantile(0.5, [(0.1, 0.0), (float("inf"), 0.0)]) is None
     assert quantile(0.99, [(0.1, 0.0), (float("inf"), 5.0)]) == 0.1
+
+
+SPLIT = '[backends.a]\nkind = "wsgi"\napp = "a:b"\n[backends.b]\nkind = "wsgi"\napp = "a:c"\n'
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ('[split]\nmirror_noise_share = 2\n', "split.mirror_noise_share: Input should be less than or equal to 1"),
+        ('[split]\nmirror_noise_share = -0.1\n', "split.mirror_noise_share: Input should be greater than or equal to 0"),
+        ('', 'routes[0].mirror_significant: " " is not a field: give a key ("title") or a path ("results[].title")'),
+    ],
+)
+def test_bad_noise_config_is_reported_as_file_key_message(extra, message):
+    from gateway.config import ConfigError, parse_config
+
+    significant = '[" "]' if not extra else '["title"]'
+    text = extra + SPLIT + f'[[routes]]\nprefix = "/x"\nauth = "none"\nsplit = {{ a = 1, b = 1 }}\nmirror = true\nmirror_significant = {significant}\n'
+    with pytest.raises(ConfigError) as info:
+        parse_config(text.encode(), "c.toml", {})
+    assert any(p.startswith(f"c.toml: {message}") for p in info.value.problems), info.value.problems
+
+
+def test_noise_keys_are_accepted():
+    from gateway.config import parse_config
+
+    text = '[split]\nmirror_noise_share = 0.2\n' + SPLIT + '[[routes]]\nprefix = "/x"\nauth = "none"\nsplit = { a = 1, b = 1 }\nmirror = true\nmirror_significant = ["title", "results[].owner"]\n'
+    config = parse_config(text.encode(), "c.toml", {})
+    assert config.split.mirror_noise_share == 0.2 and config.routes[0].mirror_significant == ["title", "results[].owner"]
