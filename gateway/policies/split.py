@@ -19,6 +19,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from gateway import headers as H
 from gateway import metrics
 from gateway.context import SCOPE_KEY, RequestContext, Services
+from gateway.errors import GatewayError
 from gateway.schema import Schema
 from gateway.types import Receive, Scope, Send
 
@@ -193,8 +194,18 @@ class Split:
         started = time.perf_counter()
         try:
             await self._serve(scope, receive, observe, name, backend, endpoint)
+        except GatewayError as exc:  # answered by the edge (a backend's 503 or 504, say)
+            status = status or exc.status
+            raise
+        except Exception:  # the edge answers 500
+            status = status or 500
+            raise
+        except BaseException:  # cancelled (the client left before an answer): not counted
+            status = status or -1
+            raise
         finally:
-            metrics.observe_endpoint(self.route_label, endpoint, name.decode(), status or 500, time.perf_counter() - started)
+            if status > 0:
+                metrics.observe_endpoint(self.route_label, endpoint, name.decode(), status, time.perf_counter() - started)
 
 
 def wrap(app: Any, route: Any, config: Any, services: Services) -> Any:

@@ -175,3 +175,36 @@ def test_the_dashboard_marks_each_field_noise_or_real(tmp_path):
             screenshot(driver, "dashboard-mirror-fields")
     finally:
         server.stop()
+
+
+def test_the_migration_report_gives_each_variant_its_5xx_rate_per_endpoint(tmp_path):
+    server = start(tmp_path)
+    try:
+        send(server, "regress", range(10), 10)
+        deadline = time.monotonic() + 60
+        sent = 0
+        while True:  # new anonymous clients until each stack has served /broken a few times
+            response = httpx.get(f"{server.url}/regress/broken/{sent}", timeout=30)
+            sent += 1
+            report = httpx.get(server.url + "/_stackgate/migration", headers=ADMIN, timeout=30).json()
+            [route] = [r for r in report["routes"] if r["route"] == "regress"]
+            endpoints = {e["endpoint"]: e for e in route["endpoints"]}
+            broken = endpoints.get("GET /regress/broken/{id}", {}).get("variants", {})
+            if all(broken.get(b, {}).get("requests", 0) >= 3 for b in ("stable", "regressed")):
+                break
+            assert time.monotonic() < deadline and response.status_code in (200, 500), (report, server.log())
+        assert broken["regressed"]["5xx_rate"] == 1.0 and broken["stable"]["5xx_rate"] == 0.0, broken
+        items = endpoints["GET /regress/items/{id}"]
+        assert items["variants"]["stable"]["5xx"] == items["variants"]["regressed"]["5xx"] == 0
+        assert items["matches"] + items["mismatches"] == 10
+        assert {f["field"]: f["verdict"] for f in items["top_fields"]}["stamp"] == "noise"
+        while not (found := endpoints["GET /regress/broken/{id}"])["mismatches"]:  # its pairs differ on the status
+            assert time.monotonic() < deadline, (route, server.log())
+            time.sleep(0.2)
+            report = httpx.get(server.url + "/_stackgate/migration", headers=ADMIN, timeout=30).json()
+            [route] = [r for r in report["routes"] if r["route"] == "regress"]
+            endpoints = {e["endpoint"]: e for e in route["endpoints"]}
+        assert {"field": "(status)", "verdict": "real"}.items() <= found["top_fields"][0].items(), found
+        assert route["variants"]["regressed"]["5xx"] >= 3
+    finally:
+        server.stop()
