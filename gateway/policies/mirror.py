@@ -45,8 +45,6 @@ class RouteMirrorStats:
     route: str = ""
     noise: NoiseModel = None  # type: ignore[assignment]
     """What this route learned of its fields (``gateway.shadow.noise``)."""
-    endpoints: Any = None
-    """The route's endpoint names (``gateway.shadow.endpoints.Endpoints``), set by the split policy."""
 
     def __post_init__(self) -> None:
         if self.noise is None:

@@ -4,6 +4,8 @@ Sticky without shared state: the backend is chosen by weighted rendezvous
 hashing of the route and the client's sticky key (the consumer id, or the
 ``stackgate_variant`` cookie), so every process chooses alike and a weight
 change moves only the clients that must move. A weight of 0 drains a backend.
+Each answer is counted by endpoint and backend for the migration report
+(``gateway.shadow.endpoints``, ``gateway.shadow.report``).
 """
 
 from __future__ import annotations
@@ -225,7 +227,6 @@ def wrap(app: Any, route: Any, config: Any, services: Services) -> Any:
         registry = services.mirror
         stats = registry.for_route(route.label, settings.mirror_keep)
         stats.noise.configure(list(route.split), route.mirror_significant)
-        stats.endpoints = endpoints
         process = shadow_process(services, backends, settings.mirror_duty_cycle) if settings.mirror_process else None
         mirror = Mirror(
             route, {name.encode(): backends[name] for name in route.split}, stats, settings.mirror_max_body, process,
