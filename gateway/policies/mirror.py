@@ -2,8 +2,9 @@
 
 The copy runs after the client's response, as the same identity, for GET and
 HEAD only; ``gateway.shadow.compare`` compares, field by field, and
-``gateway.shadow.noise`` learns which fields are noise: a pair that differs only
-there counts as a match. Mismatches are kept per route (``[split].mirror_keep``). It pauses while the other backend's pool is
+``gateway.shadow.noise`` learns which fields are noise: a pair that differs
+only there counts as a match. Mismatches are kept per route
+(``[split].mirror_keep``). It pauses while the other backend's pool is
 saturated, and skips (and counts) copies beyond ``IN_FLIGHT`` per route and backend.
 """
 
