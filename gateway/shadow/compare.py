@@ -232,6 +232,8 @@ class Check(NamedTuple):
     served_app: Optional[str] = None
 
     def wanted(self, result: tuple) -> bool:
+        if result[0] not in ("match", "mismatch"):  # nothing to learn from a pair that was not compared
+            return False
         if self.settled is None:
             return True
         return result[0] == "mismatch" and any(f not in self.settled for f in result[1].fields)

@@ -74,6 +74,7 @@ def test_a_check_is_wanted_for_unsettled_fields_only_unless_forced():
     assert not Check(frozenset({"t"})).wanted(mismatch)
     assert not Check(frozenset()).wanted(("match",))
     assert Check(None).wanted(("match",))
+    assert not Check(None).wanted(("not_comparable",)) and not Check(None).wanted(("skipped",))
 
 
 def test_significant_matches_key_names_at_any_depth_and_full_paths():
