@@ -220,7 +220,7 @@ class Mirror:
         in_question = result[1].fields if kind == "mismatch" else {}
         for stack, differing in checks.items():
             if differing is not None:
-                model.learn(stack, in_question, differing)
+                model.learn(stack, in_question, differing, 0 if stack == served_name else 1)
         real: list[str] = []
         if kind == "mismatch" and result[1].fields:
             mismatch: Mismatch = result[1]

@@ -29,6 +29,8 @@ VALUE_MAX = 120
 STATUS_FIELD = "(status)"
 BODY_FIELD = "(body)"
 OTHER_FIELDS = "(other fields)"
+#: The value of a field one side of a pair does not have.
+MISSING = "(missing)"
 #: The last line of a diff that was cut.
 CUT_MARKER = "… diff cut here (more than {lines} lines or {kib} KiB)".format(lines=DIFF_MAX_LINES, kib=DIFF_MAX_BYTES // 1024)
 
@@ -82,7 +84,7 @@ def _normalise(answer: Answer, ignore: frozenset[str]) -> Any:
 
 
 def _short(value: Any) -> str:
-    text = value if isinstance(value, str) and value == "(missing)" else json.dumps(value, ensure_ascii=False, sort_keys=True)
+    text = value if value is MISSING else json.dumps(value, ensure_ascii=False, sort_keys=True)
     return text if len(text) <= VALUE_MAX else text[: VALUE_MAX - 1] + "…"
 
 
@@ -102,7 +104,7 @@ def field_differences(a: Any, b: Any) -> dict[str, tuple[str, str]]:
     """Where two JSON values differ, as field paths (``results[].created_at``: list indices folded)
     -> the first pair of differing values seen there; at most ``FIELDS_MAX`` paths, then ``OTHER_FIELDS``.
 
-    A key present on one side only differs at its path (the other value ``"(missing)"``); lists
+    A key present on one side only differs at its path (the other value ``MISSING``); lists
     of different lengths differ at the list's own path, and their common items are compared too.
     """
     out: dict[str, tuple[str, str]] = {}
@@ -121,9 +123,9 @@ def field_differences(a: Any, b: Any) -> dict[str, tuple[str, str]]:
             for key in x.keys() | y.keys():
                 sub = _join(path, _key(str(key)))
                 if key not in y:
-                    note(sub, x[key], "(missing)")
+                    note(sub, x[key], MISSING)
                 elif key not in x:
-                    note(sub, "(missing)", y[key])
+                    note(sub, MISSING, y[key])
                 else:
                     walk(sub, x[key], y[key])
         elif isinstance(x, list) and isinstance(y, list):

@@ -14,7 +14,6 @@ import time
 from typing import Any, Optional
 
 from gateway import metrics
-from gateway.shadow.noise import Significant, is_noise
 
 #: Fields listed per route and per endpoint, most frequent first.
 TOP_FIELDS = 5
@@ -31,8 +30,8 @@ def _total(sample: Any) -> bool:
 
 
 def mirror_totals() -> dict[str, dict[str, Any]]:
-    """Route -> ``{"results": {matches: n, ...}, "fields": {field: {"cross": n, "self": {backend: n}}},
-    "self_checks": {backend: n}}``, summed over every worker."""
+    """Route -> ``{"results": {matches: n, ...}, "fields": {field: {"cross": n, "self": {backend: n},
+    "checked": {backend: n}}}, "self_checks": {backend: n}}``, summed over every worker."""
     out: dict[str, dict[str, Any]] = {}
 
     def route(label: str) -> dict[str, Any]:
@@ -47,12 +46,12 @@ def mirror_totals() -> dict[str, dict[str, Any]]:
                     results[key] = results.get(key, 0) + s.value
         elif family.name == "stackgate_mirror_field_differences":
             for s in filter(_total, family.samples):
-                field = route(s.labels["route"])["fields"].setdefault(s.labels["field"], {"cross": 0, "self": {}})
-                if s.labels["pair"] == "cross":
+                field = route(s.labels["route"])["fields"].setdefault(s.labels["field"], {"cross": 0, "self": {}, "checked": {}})
+                pair, backend = s.labels["pair"], s.labels["backend"]
+                if pair == "cross":
                     field["cross"] += s.value
-                else:
-                    backend = s.labels["backend"]
-                    field["self"][backend] = field["self"].get(backend, 0) + s.value
+                elif pair in ("self", "checked"):
+                    field[pair][backend] = field[pair].get(backend, 0) + s.value
         elif family.name == "stackgate_mirror_self_checks":
             for s in filter(_total, family.samples):
                 checks = route(s.labels["route"])["self_checks"]
@@ -154,7 +153,7 @@ def _top(fields: dict[str, float], verdict: Any) -> list[dict[str, Any]]:
 
 def migration_report(config: Any, services: Any) -> dict[str, Any]:
     """Every split route of ``config``: its figures, per endpoint and per variant, and its rollout."""
-    totals = mirror_totals()
+    totals = mirror_totals() if metrics.MULTIPROCESS else {}
     endpoints = _endpoint_figures()
     registry = services.mirror or {}
     names = services.endpoints or {}
@@ -164,19 +163,18 @@ def migration_report(config: Any, services: Any) -> dict[str, Any]:
         if not split:
             continue
         label = route.label
-        backends = list(split)
-        significant = Significant(getattr(route, "mirror_significant", ()) or ())
-        mirror = totals.get(label, {"results": {}, "fields": {}, "self_checks": {}})
         stats = registry.get(label)
-        if stats is not None and not metrics.MULTIPROCESS:  # this process's own counts are the totals
-            mirror = {"results": {k: getattr(stats, k) for k in metrics.MIRROR_RESULTS.values()}, **stats.noise.as_dict(None)}
-            mirror["fields"] = {f: {"cross": r["cross_differences"], "self": r["self_differences"]} for f, r in mirror["fields"].items()}
-        field_self = {f: counts["self"] for f, counts in mirror["fields"].items()}
+        shared = totals.get(label, {}) if metrics.MULTIPROCESS else None
+        if stats is not None:  # a mirrored route: its figures as /_stackgate/mirror shows them
+            shown = stats.as_dict(shared)
+            results = {k: shown[k] for k in metrics.MIRROR_RESULTS.values()}
+            fields = shown["fields"]
+        else:
+            results, fields = {}, {}
 
-        def verdict(field: str, field_self: dict = field_self, significant: Significant = significant) -> str:
-            return "noise" if is_noise(field_self.get(field, {}), backends, field, significant) else "real"
+        def verdict(field: str, fields: dict = fields) -> str:
+            return fields[field]["verdict"] if field in fields else "real"
 
-        results = mirror["results"]
         route_endpoints = endpoints.get(label, {})
         endpoint_names = names.get(label)
         rows = []
@@ -202,7 +200,7 @@ def migration_report(config: Any, services: Any) -> dict[str, Any]:
                 "matches": int(results.get("matches", 0)),
                 "mismatches": int(results.get("mismatches", 0)),
                 "match_rate": _rate(results.get("matches", 0), results.get("mismatches", 0)),
-                "top_fields": _top({f: c["cross"] for f, c in mirror["fields"].items()}, verdict),
+                "top_fields": _top({f: c["cross_differences"] for f, c in fields.items()}, verdict),
                 "variants": _variants(_merge_variants(route_endpoints)),
                 "endpoints": rows,
                 "rollout": rollout_report(label),

@@ -17,7 +17,7 @@ from gateway.shadow.compare import (
     self_fields,
 )
 from gateway.shadow.endpoints import ENDPOINTS_MAX, OTHER_ENDPOINT, Endpoints, _django_template, fold_path
-from gateway.shadow.noise import CHECKS_TO_SETTLE, NoiseModel, Significant, is_noise
+from gateway.shadow.noise import CHECKS_TO_SETTLE, WINDOW, NoiseModel, Significant, is_noise
 from gateway.shadow.report import quantile
 
 JSON = b"application/json"
@@ -84,12 +84,14 @@ def test_significant_matches_key_names_at_any_depth_and_full_paths():
     assert STATUS_FIELD in significant and "stamp" not in significant
 
 
-def test_noise_needs_a_self_difference_on_every_stack_and_is_never_significant():
+def test_noise_needs_second_answers_that_differ_on_every_stack_and_is_never_significant():
     backends = ["django", "flask"]
-    assert is_noise({"django": 3, "flask": 1}, backends, "stamp", Significant([]))
-    assert not is_noise({"django": 3}, backends, "stamp", Significant([])), "one stack only: a real difference"
-    assert not is_noise({"django": 3, "flask": 1}, backends, "stamp", Significant(["stamp"]))
-    assert not is_noise({"django": 3, "flask": 1}, backends, STATUS_FIELD, Significant([]))
+    none = Significant([])
+    assert is_noise({"django": 3, "flask": 1}, {"django": 3, "flask": 2}, backends, "stamp", none)
+    assert not is_noise({"django": 3}, {"django": 3, "flask": 5}, backends, "stamp", none), "one stack only: a real difference"
+    assert not is_noise({"django": 1, "flask": 1}, {"django": 10, "flask": 10}, backends, "count", none), "rarely: a race, not noise"
+    assert not is_noise({"django": 3, "flask": 1}, {"django": 3, "flask": 1}, backends, "stamp", Significant(["stamp"]))
+    assert not is_noise({"django": 3, "flask": 1}, {"django": 3, "flask": 1}, backends, STATUS_FIELD, none)
 
 
 def test_the_model_learns_noise_and_settles_real_fields():
@@ -102,11 +104,23 @@ def test_the_model_learns_noise_and_settles_real_fields():
     assert model.real_fields(question) == ["title"] and model.noise("stamp")
     for _ in range(CHECKS_TO_SETTLE - 1):
         for stack in ("a", "b"):
-            model.learn(stack, {"title": ("x", "y")}, {})
-    assert not model.needs_check(question), "title checked enough on both stacks: settled real"
+            model.learn(stack, question, {"stamp": ("5", "6")})
+    assert not model.needs_check(question), "both checked enough on both stacks: settled"
     shown = model.as_dict()["fields"]
     assert shown["stamp"]["verdict"] == "noise" and shown["title"]["verdict"] == "real"
-    assert shown["stamp"]["self_differences"] == {"a": 1, "b": 1}
+    assert shown["stamp"]["self_differences"] == {"a": 3, "b": 3} and shown["title"]["self_checks"] == {"a": 3, "b": 3}
+
+
+def test_a_verdict_follows_the_recent_checks():
+    """A field that differed on replays while writes raced becomes real again once replays agree."""
+    model = NoiseModel("r", ["a", "b"])
+    for stack in ("a", "b"):
+        model.learn(stack, {"title": ()}, {"title": ("x", "y")})
+    assert model.noise("title")
+    for _ in range(WINDOW):
+        for stack in ("a", "b"):
+            model.learn(stack, {"title": ()}, {})
+    assert not model.noise("title")
 
 
 @pytest.mark.parametrize(
@@ -172,3 +186,14 @@ def test_noise_keys_are_accepted():
     text = '[split]\nmirror_noise_share = 0.2\n' + SPLIT + '[[routes]]\nprefix = "/x"\nauth = "none"\nsplit = { a = 1, b = 1 }\nmirror = true\nmirror_significant = ["title", "results[].owner"]\n'
     config = parse_config(text.encode(), "c.toml", {})
     assert config.split.mirror_noise_share == 0.2 and config.routes[0].mirror_significant == ["title", "results[].owner"]
+
+
+def test_a_check_of_a_stack_without_the_field_tells_nothing_of_its_noise():
+    """One stack answers an error without ``stamp``: its replays agreeing must not make ``stamp`` real."""
+    model = NoiseModel("r", ["a", "b"])
+    for stack, side in (("a", 0), ("b", 1)):
+        model.learn(stack, {"stamp": ('"1"', '"2"')}, {"stamp": ('"1"', '"3"')}, side)
+    for _ in range(WINDOW):
+        model.learn("a", {"stamp": ('"1"', "(missing)")}, {"stamp": ('"1"', '"4"')}, 0)
+        model.learn("b", {"stamp": ('"1"', "(missing)")}, {}, 1)
+    assert model.noise("stamp")
