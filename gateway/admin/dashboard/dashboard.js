@@ -389,7 +389,9 @@ function fieldsView(route, fields) {
         h("thead", {}, h("tr", {}, ["Field", "Verdict", "Cross-stack", "Same stack twice", "Example"].map((t) => h("th", { scope: "col" }, t)))),
         h("tbody", {}, names.map((name) => {
           const f = fields[name];
-          const selfCounts = Object.entries(f.self_differences || {}).map(([b, n]) => `${b} ${count(n)}`).join(" · ");
+          // Per stack: second answers that differed / checks that looked at the field.
+          const checks = f.self_checks || {};
+          const selfCounts = Object.keys(checks).sort().map((b) => `${b} ${count((f.self_differences || {})[b] || 0)}/${count(checks[b])}`).join(" · ");
           const examples = f.examples || [];
           return h("tr", { testid: `mirror-${route}-field-${name}`, "data-verdict": f.verdict },
             h("td", {}, h("code", {}, name)),
