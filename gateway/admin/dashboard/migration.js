@@ -53,7 +53,22 @@ function fieldsList(fields) {
 function rolloutView(route, rollout) {
   return h("div", { class: "rollout", testid: `report-${route}-rollout` },
     h("h4", {}, "Rollout"),
-    rollout ? h("pre", { class: "diff" }, JSON.stringify(rollout, null, 2)) : h("p", { class: "empty" }, "No rollout for this route."));
+    rolloutBody(route, rollout));
+}
+
+function rolloutBody(route, rollout) {
+  if (!rollout) return h("p", { class: "empty" }, "No rollout for this route.");
+  if (rollout.error) return h("p", { class: "empty", testid: `report-${route}-rollout-error` }, rollout.error);
+  const failure = rollout.last_failure;
+  const history = rollout.history || [];
+  return [
+    h("p", { testid: `report-${route}-rollout-status` },
+      `${rollout.status} · ${rollout.target} at ${rollout.percent} % (step ${rollout.step})`),
+    failure ? h("p", { testid: `report-${route}-rollout-failure` },
+      `Last failure (${failure.time}): ${failure.reason}`) : null,
+    history.length ? h("ol", { class: "history", testid: `report-${route}-rollout-history` },
+      history.slice(-20).map((e) => h("li", {}, `${e.time} ${e.action}: ${e.from_percent} % → ${e.to_percent} % (${e.reason})`))) : null,
+  ];
 }
 
 function endpointsTable(route, endpoints) {
