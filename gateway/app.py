@@ -248,7 +248,7 @@ class Edge:
             nonlocal status
             if message["type"] == "http.response.start":
                 ctx.response_started = True
-                status = message["status"]
+                status = ctx.status = message["status"]
                 message["headers"] = [*message.get("headers", ()), *out_headers]
             await send(message)
 

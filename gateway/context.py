@@ -54,6 +54,8 @@ class RequestContext:
     """Added to every answer of the request, the gateway's own errors included."""
     response_started: bool = False
     """True once the response's first message went out: an error can then only close the connection."""
+    status: int = 0
+    """The response's status once it began (set by the outermost layer as the start passes); 0 before."""
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds spent in named steps, for policies that measure themselves."""
     compiled: Any = None

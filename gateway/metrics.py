@@ -66,8 +66,8 @@ MIRROR_ENDPOINT = Counter("stackgate_mirror_endpoint_results", "Shadow compariso
 MIRROR_ENDPOINT_FIELDS = Counter(
     "stackgate_mirror_endpoint_field_differences", "Cross-stack pairs that differed at a field, by endpoint.", ["route", "endpoint", "field"]
 )
-ENDPOINT_REQUESTS = Counter(
-    "stackgate_endpoint_requests", "Requests to split routes, by endpoint, backend and status class.", ["route", "endpoint", "backend", "status_class"]
+ENDPOINT_5XX = Counter(
+    "stackgate_endpoint_5xx", "5xx answers of split routes, by endpoint and backend (all answers: the duration's _count).", ["route", "endpoint", "backend"]
 )
 ENDPOINT_LATENCY = Histogram(
     "stackgate_endpoint_duration_seconds",
@@ -135,22 +135,18 @@ def observe_request(route: str, backend: str, status: int, seconds: float) -> No
     lchild.observe(seconds)
 
 
-_endpoint_children: dict[tuple[str, str, str, str], Any] = {}
 _endpoint_latency_children: dict[tuple[str, str, str], Any] = {}
 
 
 def observe_endpoint(route: str, endpoint: str, backend: str, status: int, seconds: float) -> None:
     """One answer of a split route, by endpoint (``gateway.shadow.endpoints``): the migration report's figures."""
-    key = (route, endpoint, backend, _STATUS_CLASS.get(status // 100, "other"))
-    child = _endpoint_children.get(key)
+    key = (route, endpoint, backend)
+    child = _endpoint_latency_children.get(key)
     if child is None:
-        child = _endpoint_children[key] = ENDPOINT_REQUESTS.labels(*key)
-    child.inc()
-    lkey = key[:3]
-    lchild = _endpoint_latency_children.get(lkey)
-    if lchild is None:
-        lchild = _endpoint_latency_children[lkey] = ENDPOINT_LATENCY.labels(*lkey)
-    lchild.observe(seconds)
+        child = _endpoint_latency_children[key] = ENDPOINT_LATENCY.labels(*key)
+    child.observe(seconds)
+    if status >= 500:
+        ENDPOINT_5XX.labels(*key).inc()
 
 
 def registry() -> Any:

@@ -214,25 +214,20 @@ class Split:
         """Serve, counting the answer by endpoint for the migration report (``gateway.shadow.report``)
         and for the route's rollout."""
         endpoint = self.endpoints.name(scope) if self.endpoints is not None else ""
+        ctx: RequestContext = scope[SCOPE_KEY]
         status = 0
-
-        async def observe(message: dict) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
         started = time.perf_counter()
         try:
-            await self._serve(scope, receive, observe, name, backend, endpoint)
+            await self._serve(scope, receive, send, name, backend, endpoint)
+            status = ctx.status  # the answer's, as it passed the edge
         except GatewayError as exc:  # answered by the edge (a backend's 503 or 504, say)
-            status = status or exc.status
+            status = ctx.status or exc.status
             raise
         except Exception:  # the edge answers 500
-            status = status or 500
+            status = ctx.status or 500
             raise
         except BaseException:  # cancelled (the client left before an answer): not counted
-            status = status or -1
+            status = ctx.status or -1
             raise
         finally:
             if status > 0:

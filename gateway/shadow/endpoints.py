@@ -29,7 +29,12 @@ Resolver = Callable[[str, str], Optional[str]]
 
 def fold_path(path: str) -> str:
     """``/todos/42/`` -> ``/todos/{id}/``: numbers, UUIDs and long hex segments are ids."""
-    return "/".join("{id}" if _ID_SEGMENT.match(part) else part for part in path.split("/"))
+    parts = path.split("/")
+    for i, part in enumerate(parts):
+        # Most segments are short words: only digits, or 16 characters and more, can be ids.
+        if part.isdecimal() or (len(part) >= 16 and _ID_SEGMENT.match(part)):
+            parts[i] = "{id}"
+    return "/".join(parts)
 
 
 def _django_template(route: str) -> str:

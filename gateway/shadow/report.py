@@ -83,18 +83,17 @@ def _endpoint_figures() -> dict[str, dict[str, dict[str, Any]]]:
         return entry(labels)["variants"].setdefault(labels["backend"], {"requests": 0, "5xx": 0, "buckets": {}})
 
     for family in metrics.registry().collect():
-        if family.name == "stackgate_endpoint_requests":
+        if family.name == "stackgate_endpoint_5xx":
             for s in filter(_total, family.samples):
-                v = variant(s.labels)
-                v["requests"] += s.value
-                if s.labels["status_class"] == "5xx":
-                    v["5xx"] += s.value
+                variant(s.labels)["5xx"] += s.value
         elif family.name == "stackgate_endpoint_duration_seconds":
             for s in family.samples:
                 if s.name.endswith("_bucket"):
                     buckets = variant(s.labels)["buckets"]
                     bound = float(s.labels["le"])
                     buckets[bound] = buckets.get(bound, 0) + s.value
+                elif s.name.endswith("_count"):
+                    variant(s.labels)["requests"] += s.value
         elif family.name == "stackgate_mirror_endpoint_results":
             for s in filter(_total, family.samples):
                 mirror = entry(s.labels)["mirror"]
