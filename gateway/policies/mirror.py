@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from gateway import metrics
+from gateway import metrics, telemetry
 from gateway.context import SCOPE_KEY
 from gateway.backends.wsgi import make_environ
 from gateway.shadow.compare import Answer, Mismatch, content_type, outcome
@@ -124,7 +124,8 @@ class Mirror:
                 self.stats.record("skipped")
                 continue
             self.in_flight[other_name] = running + 1
-            task = asyncio.ensure_future(self._shadow(shadow_scope, name, primary, other_name, other))
+            copy = telemetry.mirror_copy(self._shadow(shadow_scope, name, primary, other_name, other), self.route_label, other_name)
+            task = asyncio.ensure_future(copy)
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
 
