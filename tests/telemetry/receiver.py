@@ -127,11 +127,19 @@ class OTLPReceiver:
 
     def wait_for(self, condition: Callable[[list[Span]], Any], timeout: float = 60.0, what: str = "spans") -> Any:
         """Poll until ``condition(spans)`` is truthy; return its value (the export is batched: be patient)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            result = condition(self.snapshot())
-            if result:
-                return result
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}; received: {[(s.name, s.trace_id[:8]) for s in self.snapshot()]}")
-            time.sleep(0.1)
+        return wait_until(
+            lambda: condition(self.snapshot()), timeout,
+            lambda: f"{what}; received: {[(s.name, s.trace_id[:8]) for s in self.snapshot()]}",
+        )
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 60.0, what: Any = "a condition") -> Any:
+    """Poll ``condition()`` until it is truthy, and return its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
+        time.sleep(0.1)
