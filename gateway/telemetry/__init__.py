@@ -54,15 +54,26 @@ class TelemetrySettings(Schema):
             raise ValueError(f'"{value}" must be an http(s) URL such as "http://127.0.0.1:4318/v1/traces"')
         return value
 
-    @field_validator("trust_incoming")
+    @field_validator("resource", mode="before")
+    @classmethod
+    def _resource(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            bad = [f'"{key}"' for key, item in value.items() if not isinstance(item, (str, int, float, bool))]
+            if bad:
+                raise ValueError(f"{', '.join(bad)}: a resource attribute is a string, a number or a boolean")
+        return value
+
+    @field_validator("trust_incoming", mode="before")
     @classmethod
     def _trust(cls, value: Any) -> Any:
+        if not (value in ("always", "never") or isinstance(value, list) and all(isinstance(e, str) for e in value)):
+            raise ValueError('must be "always", "never" or a list of IPs/CIDRs such as ["10.0.0.0/8"]')
         if isinstance(value, list):
             bad = []
             for entry in value:
                 try:
                     ipaddress.ip_network(entry, strict=False)
-                except ValueError:
+                except (TypeError, ValueError):
                     bad.append(f'"{entry}"')
             if bad:
                 raise ValueError(f'{", ".join(bad)}: not an IP address or CIDR such as "10.0.0.0/8"; or use "always" or "never"')

@@ -61,12 +61,13 @@ export_timeout = 3
         ('endpoint = "ftp://x/v1/traces"', 'c.toml: telemetry.endpoint: "ftp://x/v1/traces" must be an http(s) URL'),
         ("sample_ratio = 1.5", "c.toml: telemetry.sample_ratio: Input should be less than or equal to 1"),
         ('trust_incoming = ["lan"]', 'c.toml: telemetry.trust_incoming: "lan": not an IP address or CIDR'),
-        ('trust_incoming = "sometimes"', "c.toml: telemetry.trust_incoming"),
+        ('trust_incoming = "sometimes"', 'c.toml: telemetry.trust_incoming: must be "always", "never" or a list of IPs/CIDRs'),
+        ("resource = { a = [1] }", 'c.toml: telemetry.resource: "a": a resource attribute is a string, a number or a boolean'),
         ('instrument = ["rails"]', "c.toml: telemetry.instrument[0]: Input should be 'django' or 'flask'"),
         ('instrument = ["django"]', 'c.toml: telemetry.instrument: "django" needs a wsgi backend with django_settings'),
         ("sampel_ratio = 0.5", 'c.toml: telemetry.sampel_ratio: unknown key; did you mean "sample_ratio"?'),
     ],
-    ids=["endpoint", "ratio", "network", "trust-word", "instrument", "django-settings", "typo"],
+    ids=["endpoint", "ratio", "network", "trust-word", "resource", "instrument", "django-settings", "typo"],
 )
 def test_bad_values_are_reported_with_their_key(table, expected):
     found = problems(BASE + "\n[telemetry]\n" + table + "\n")
