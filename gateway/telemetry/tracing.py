@@ -57,6 +57,7 @@ ENVIRON_KEY = "stackgate.trace"
 """WSGI environ key (taken out before the app runs): the backend span's context and when the call was queued."""
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY"})
 _WARN_EVERY = 60.0
+_ADMIN = ADMIN_PREFIX + "/"
 
 _open_policy: contextvars.ContextVar[Optional[list]] = contextvars.ContextVar("stackgate_open_policy_span", default=None)
 """The policy span that waits for its inner app (a one-item list, emptied when the span ends)."""
@@ -357,7 +358,8 @@ class ServerSpans:
         self.settings = tracing.settings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(ADMIN_PREFIX):
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path == ADMIN_PREFIX or path.startswith(_ADMIN):
             await self.app(scope, receive, send)
             return
         tracing = self.tracing
