@@ -13,7 +13,6 @@ import re
 import httpx
 import pytest
 
-from tests.services import free_port
 from tests.telemetry.conftest import start_gateway
 from tests.telemetry.receiver import Span, wait_until
 from tests.users import USERS
@@ -93,6 +92,16 @@ def test_one_trace_per_request_with_each_stack_under_its_backend_span(gateway, r
         assert queue.parent_id == run.parent_id == backend_span.span_id
         assert [s.parent_id for s in stack] == [run.span_id]  # the stack's span nests under the backend's call
         assert root.status != 2 and backend_span.attributes["stackgate.backend.kind"] == "wsgi"
+
+
+def test_a_refused_request_ends_at_its_policy_span(gateway, receiver):
+    refused = httpx.get(gateway.url + "/v1/todos", timeout=30)
+    assert refused.status_code == 401
+    root, spans = whole_trace(receiver, refused, {"auth"})
+    assert root.name == "GET todos-v1" and root.attributes["http.response.status_code"] == 401 and root.status != 2
+    auth = only(spans, "auth")
+    assert auth.parent_id == root.span_id and auth.attributes["http.response.status_code"] == 401
+    assert {s.name for s in spans} == {"GET todos-v1", "auth"}  # neither throttle nor the backend ran
 
 
 def test_an_untrusted_traceparent_starts_a_new_trace_linked_to_it(gateway, receiver):
@@ -186,11 +195,13 @@ def test_the_sampling_ratio_decides_which_new_traces_are_recorded(tmp_path, rece
     assert low <= len(roots) <= high, len(roots)
 
 
-def test_a_collector_that_is_down_fails_no_request_and_drops_are_counted(tmp_path):
-    closed = f"http://127.0.0.1:{free_port()}/v1/traces"  # nothing listens there
-    server = start_gateway(tmp_path, endpoint=closed, max_queue_size=16, max_export_batch_size=8, export_timeout=1.0)
+def test_a_collector_that_is_down_fails_no_request_and_drops_are_counted(tmp_path, receiver):
+    server = start_gateway(tmp_path, endpoint=receiver.endpoint, max_queue_size=16, max_export_batch_size=8, export_timeout=1.0)
     try:
         with httpx.Client(base_url=server.url, timeout=30) as client:
+            first = client.get("/echo/first")
+            whole_trace(receiver, first, {"run"})  # exporting works ...
+            receiver.stop()  # ... until the collector goes away: its port now refuses connections
             statuses = [client.get(f"/echo/{i}").status_code for i in range(100)]
             assert statuses == [200] * 100
 
@@ -200,8 +211,9 @@ def test_a_collector_that_is_down_fails_no_request_and_drops_are_counted(tmp_pat
                 return counts if float(counts.get("queue_full", 0)) > 0 and float(counts.get("export_failed", 0)) > 0 else None
 
             wait_until(dropped, what="dropped spans in the metrics")
+            assert re.search(r"^stackgate_trace_spans_exported_total [1-9]", client.get("/_stackgate/metrics").text, re.M)
             assert client.get("/echo/after").status_code == 200
-        assert "spans dropped" in server.log()
+        wait_until(lambda: "spans dropped: the OTLP endpoint" in server.log(), what="the drop warning")
     finally:
         server.stop()
         print(server.log()[-4000:])
