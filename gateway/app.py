@@ -51,6 +51,7 @@ from gateway.host import BAD_HOST, HOST_NOT_ALLOWED, MISSING, AllowedHosts, BadH
 from gateway.host import parse as parse_host
 from gateway.paths import BadPath, canonical_path, valid_method
 from gateway.policies import WithPolicies, build_chain, versions
+from gateway.policies import auth as auth_policy
 from gateway.routing import ADMIN_PREFIX, GatewayRouter, Route, RouteTable
 from gateway.types import ASGIApp, Receive, Scope, Send
 
@@ -219,25 +220,25 @@ class Edge:
         gateway._edge = self
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind == "http":
-            compiled = self.gateway.compiled
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await self.app(scope, receive, send)
+            elif scope["type"] == "websocket":
+                await _refuse_websocket(scope, send)
+            return
+        ctx: Optional[RequestContext] = scope.pop(_PROXIED, None)
+        if ctx is None:
+            compiled: Compiled = self.gateway.compiled
             given = H.get(scope["headers"], H.REQUEST_ID)
             request_id = given.decode() if given is not None and _REQUEST_ID.match(given) else new_request_id()
-            scope[SCOPE_KEY] = RequestContext(request_id=request_id, started=time.perf_counter(), compiled=compiled)
+            ctx = scope[SCOPE_KEY] = RequestContext(request_id=request_id, started=time.perf_counter(), compiled=compiled)
             if compiled.proxies is not None:
+                # The trusted-proxy layers run first and come back here (``_ToEdge``) with the context set.
                 await compiled.proxies(scope, receive, send)
-            else:
-                await self.handle(scope, receive, send)
-        elif kind == "lifespan":
-            await self.app(scope, receive, send)
-        elif kind == "websocket":
-            await _refuse_websocket(scope, send)
-
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        ctx: RequestContext = scope[SCOPE_KEY]
-        compiled: Compiled = ctx.compiled
-        request_id = ctx.request_id
+                return
+        else:
+            compiled = ctx.compiled
+            request_id = ctx.request_id
         out_headers = ctx.response_headers
         out_headers.append((H.REQUEST_ID, request_id.encode()))
         status = 0
@@ -324,6 +325,10 @@ class Edge:
             )
 
 
+_PROXIED = "stackgate.proxied"
+"""Set by ``_ToEdge`` for the edge's second pass: the request's context, admitted already."""
+
+
 class _ToEdge:
     """The trusted-proxy layers' inner app: the edge's handler (the edge is built on the first request)."""
 
@@ -331,7 +336,8 @@ class _ToEdge:
         self.gateway = gateway
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.gateway._edge.handle(scope, receive, send)
+        scope[_PROXIED] = scope[SCOPE_KEY]
+        await self.gateway._edge(scope, receive, send)
 
 
 class Gateway(Starlette):
@@ -438,11 +444,14 @@ class Gateway(Starlette):
         if services.shadow_process is not None:
             await services.shadow_process.warm()
         metrics.forget_dead_workers()
+        auth_policy.start_fetching(self.compiled.config)  # OpenID keys: in this worker, in the background
         if self.reloader is not None:
             await self.reloader.start()
         else:
             reload.on_sighup(_sighup_ignored)
         self._sampler = asyncio.ensure_future(self.admin.series.run())
+        if services.rollout is not None:
+            await services.rollout.start()  # gated rollouts: follow the shared step before serving
         if self.freeze_gc:
             heap.freeze_loaded_objects()
             self._refreeze = asyncio.ensure_future(heap.Refreeze().run())
@@ -453,6 +462,8 @@ class Gateway(Starlette):
                 await self.reloader.stop()
             if self._sampler is not None:
                 self._sampler.cancel()
+            if services.rollout is not None:
+                await services.rollout.stop()
             if self._refreeze is not None:
                 self._refreeze.cancel()
             if services.shadow_process is not None:
@@ -473,6 +484,7 @@ class Gateway(Starlette):
         limiter = self.services.throttle
         if limiter is not None:
             checks["throttle_store"] = {"ok": await limiter.healthy(), "storage": limiter.settings_key[0].split("@")[-1]}
+        checks.update(auth_policy.readiness(self.compiled.config))
         return checks
 
     async def require_admin(self, scope: Scope) -> None:
@@ -498,15 +510,22 @@ class Gateway(Starlette):
                 {
                     "name": route.label,
                     "prefix": route.prefix,
-                    "backends": dict(split) if split else {route.backend: 100},
+                    "backends": self._rollout_weights(route) or (dict(split) if split else {route.backend: 100}),
                     "auth": getattr(route, "auth", None),
                     "roles": list(getattr(route, "roles", None) or []),
                     "throttle": getattr(route, "throttle", None),
                     "mirror": bool(getattr(route, "mirror", False)),
+                    "rollout": getattr(route, "rollout", None) is not None,
                     "version": route.version,
                 }
             )
         return out
+
+    def _rollout_weights(self, route: Any) -> Optional[dict[str, float]]:
+        """A route's weights as its running rollout sets them (None without one)."""
+        manager = self.services.rollout
+        runtime = manager.routes.get(route.label) if manager is not None and getattr(route, "rollout", None) else None
+        return {name.decode(): weight for name, weight in runtime.weights} if runtime is not None else None
 
     def mirror_stats(self) -> dict[str, Any]:
         registry = self.services.mirror or {}

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from gateway import logs
+from gateway.rollout import cli as rollout_cli
 from gateway.migrations import migrate_before_serving
 from gateway.config import _NAME, DEFAULT_PATH, Config, ConfigError, load_config
 
@@ -39,6 +40,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         if problems:
             return 1
     print(f"{args.config}: ok ({len(config.routes)} routes, {len(config.backends)} backends, version {config.digest})")
+    for line in rollout_cli.check_report(config):  # what the plan does to a running rollout
+        print(line)
     return 0
 
 
@@ -534,7 +537,14 @@ VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
     "restart": cmd_restart,
     "contract-diff": cmd_contract_diff,
     "init": cmd_init,
+    "rollout": lambda args: cmd_rollout(args),
 }
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    """``stackgate rollout ACTION [ROUTE]``: gated rollouts (``gateway.rollout.cli``)."""
+    config = _load(args.config)
+    return 2 if config is None else rollout_cli.run(args, config)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -605,6 +615,7 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--pid-file", help="the file stackgate run --pid-file wrote")
     target.add_argument("--pid", type=int, help="the process id of stackgate run (its supervisor)")
     add_contract_diff_parser(verbs)
+    rollout_cli.add_parser(verbs, DEFAULT_PATH)
     return parser
 
 

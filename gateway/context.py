@@ -81,5 +81,7 @@ class Services:
     """Route label -> mirror statistics (``gateway.policies.mirror.MirrorRegistry``)."""
     shadow_process: Any = None
     """The process that runs shadow requests (``gateway.shadow.process``), when configured."""
+    rollout: Any = None
+    """This worker's gated rollouts (``gateway.rollout.manager.RolloutManager``), when a route has a plan."""
     policies: dict[str, Any] = field(default_factory=dict)
     """Third-party policies' own state, by policy name."""

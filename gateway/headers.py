@@ -14,7 +14,7 @@ upstream, the hop-by-hop headers (``HOP_BY_HOP``, ``hop_by_hop``).
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Optional
 
 REQUEST_ID = b"x-request-id"
 API_VERSION = b"x-api-version"
@@ -23,6 +23,8 @@ CONSUMER_ROLES = b"x-consumer-roles"
 AUTH_SCHEME = b"x-auth-scheme"
 SERVED_BY = b"x-served-by"
 BACKEND_OVERRIDE = b"x-stackgate-backend"
+HOST = b"host"
+CONTENT_LENGTH = b"content-length"
 AUTHORIZATION = b"authorization"
 API_KEY = b"x-api-key"
 WWW_AUTHENTICATE = b"www-authenticate"
@@ -133,6 +135,24 @@ def dropped(name: bytes) -> bool:
 def inbound(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """The client's headers minus everything the gateway owns (and underscore aliases)."""
     return [(name, value) for name, value in headers if not dropped(name)]
+
+
+def forwarded(headers: list[tuple[bytes, bytes]], host: bytes) -> tuple[list[tuple[bytes, bytes]], Optional[bytes], Optional[bytes]]:
+    """One pass over the client's headers for a backend: ``inbound`` with ``host`` as the one Host
+    header first, and the values of ``Content-Length`` and ``X-Stackgate-Backend`` (dropped) as seen."""
+    kept = [(HOST, host)]
+    length = override = None
+    for name, value in headers:
+        if name in STRIPPED or b"_" in name or name.startswith(FORWARDED_PREFIX):
+            if name == BACKEND_OVERRIDE and override is None:
+                override = value
+        elif name == HOST:
+            continue
+        else:
+            if name == CONTENT_LENGTH and length is None:
+                length = value
+            kept.append((name, value))
+    return kept, length, override
 
 
 def hop_by_hop(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:

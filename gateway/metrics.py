@@ -68,6 +68,38 @@ TRACE_SPANS_DROPPED = Counter(
 )
 RELOADS = Counter("stackgate_config_reloads", "Config reloads by result (applied, invalid, restart_required).", ["result"])
 
+# OpenID Connect keys and token introspection (gateway.policies.auth.jwks, .introspection), by [auth.jwt.NAME].
+JWKS_FETCHES = Counter(
+    "stackgate_jwks_fetches",
+    "Fetches of an issuer's signing keys (discovery document and JWKS) by outcome (ok, error, invalid, limited).",
+    ["issuer", "outcome"],
+)
+JWKS_KEY_AGE = Gauge(
+    "stackgate_jwks_key_age_seconds",
+    "Seconds since an issuer's signing keys were last fetched successfully (the oldest worker's).",
+    ["issuer"],
+    multiprocess_mode="livemax",
+)
+JWKS_KEYS = Gauge("stackgate_jwks_keys", "Signing keys held for an issuer.", ["issuer"], multiprocess_mode="livemin")
+INTROSPECTIONS = Counter(
+    "stackgate_token_introspections",
+    "Opaque tokens checked at an issuer's introspection endpoint by outcome (active, inactive, error), and answers from the cache (cached).",
+    ["issuer", "outcome"],
+)
+_before_scrape: list[Any] = []
+
+
+def before_scrape(hook: Any) -> None:
+    """Call ``hook()`` before each exposition (to bring ages up to date)."""
+    if hook not in _before_scrape:
+        _before_scrape.append(hook)
+
+
+def forget_before_scrape(hook: Any) -> None:
+    if hook in _before_scrape:
+        _before_scrape.remove(hook)
+
+
 _request_children: dict[tuple[str, str, str], Any] = {}
 _latency_children: dict[tuple[str, str], Any] = {}
 _STATUS_CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
@@ -98,6 +130,8 @@ def registry() -> Any:
 
 
 def exposition() -> bytes:
+    for hook in _before_scrape:
+        hook()
     return generate_latest(registry())
 
 

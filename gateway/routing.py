@@ -99,7 +99,7 @@ class Route(BaseRoute):
     """A compiled config route: its config, its policy chain, and how it changes the scope."""
 
     __slots__ = ("config", "backend", "handler", "root_path", "methods", "hosts", "prefix",
-                 "max_body_size", "extra_request_headers", "extra_response_headers")
+                 "under", "max_body_size", "extra_request_headers", "extra_response_headers")
 
     def __init__(
         self,
@@ -120,6 +120,8 @@ class Route(BaseRoute):
         self.methods = methods
         self.hosts = hosts
         self.prefix: str = config.prefix
+        # What a path below the prefix starts with (every canonical path, for "/").
+        self.under = "/" if config.prefix == "/" else config.prefix + "/"
         self.max_body_size = max_body_size
         self.extra_request_headers = extra_request_headers
         self.extra_response_headers = extra_response_headers
@@ -128,8 +130,7 @@ class Route(BaseRoute):
         return f"Route(prefix={self.prefix!r}, name={self.config.label!r})"
 
     def matches_path(self, path: str) -> bool:
-        prefix = self.prefix
-        return prefix == "/" or path == prefix or path.startswith(prefix + "/")
+        return path == self.prefix or path.startswith(self.under)
 
     def matches_host(self, host: str) -> bool:
         if self.hosts is None:
@@ -164,42 +165,48 @@ class Route(BaseRoute):
     async def handle(self, scope: Any, receive: Any, send: Any) -> None:
         """Check the body limit, build the backend's scope, run the policies and the backend."""
         ctx: RequestContext = scope[SCOPE_KEY]
-        if not self.allows(scope["method"]):
-            raise method_not_allowed(scope["method"], self.methods or ())
+        method = scope["method"]
+        methods = self.methods
+        if methods is not None and method not in methods and not (method == "HEAD" and "GET" in methods):
+            raise method_not_allowed(method, methods)
         ctx.route = self
-        ctx.response_headers.extend(self.extra_response_headers)
+        if self.extra_response_headers:
+            ctx.response_headers.extend(self.extra_response_headers)
         limit = self.max_body_size
         if limit is None:
             limit = ctx.compiled.config.gateway.max_body_size
         ctx.max_body_size = limit
-        raw_headers = scope["headers"]
-        check_declared_length(raw_headers, limit)
         host = ctx.host
         path = ctx.path
+        # Both stacks build links from these: the Host header and SERVER_NAME/SERVER_PORT (a2wsgi reads ``server``).
+        headers, declared, ctx.override = H.forwarded(scope["headers"], host.value.encode())
+        if declared is not None:
+            check_length(declared, limit)
+        headers.append((H.REQUEST_ID, ctx.request_id.encode()))
+        if self.extra_request_headers:
+            headers.extend(self.extra_request_headers)
         child = dict(scope)
         child["path"] = path
         child["raw_path"] = encode_path(path)
         child["root_path"] = scope.get("root_path", "") + self.root_path
-        # Both stacks build links from these: the Host header and SERVER_NAME/SERVER_PORT (a2wsgi reads ``server``).
-        child["headers"] = [
-            (b"host", host.value.encode()),
-            *[(name, value) for name, value in H.inbound(raw_headers) if name != b"host"],
-            (H.REQUEST_ID, ctx.request_id.encode()),
-            *self.extra_request_headers,
-        ]
+        child["headers"] = headers
         child["server"] = host.server(scope.get("scheme", "http"))
-        ctx.override = H.get(raw_headers, H.BACKEND_OVERRIDE)
         await self.handler(child, receive, send)
 
 
 def check_declared_length(headers: list[tuple[bytes, bytes]], limit: int) -> None:
     """400 for a Content-Length that is not a number, 413 for one over ``limit`` (before a backend reads)."""
-    declared = H.get(headers, b"content-length")
+    declared = H.get(headers, H.CONTENT_LENGTH)
     if declared is not None:
-        if not declared.isdigit():
-            raise GatewayError(400, "bad_request", "Content-Length must be a non-negative integer.")
-        if int(declared) > limit:
-            raise GatewayError(413, "body_too_large", f"The request body exceeds the limit of {limit} bytes.")
+        check_length(declared, limit)
+
+
+def check_length(declared: bytes, limit: int) -> None:
+    """400 for a Content-Length value that is not a number, 413 for one over ``limit``."""
+    if not declared.isdigit():
+        raise GatewayError(400, "bad_request", "Content-Length must be a non-negative integer.")
+    if int(declared) > limit:
+        raise GatewayError(413, "body_too_large", f"The request body exceeds the limit of {limit} bytes.")
 
 
 class NoRoute(Exception):
@@ -227,10 +234,13 @@ class RouteTable:
         allowed: set[str] = set()
         path_matched = False
         for route in self.routes:
-            if not route.matches_path(path) or not route.matches_host(host):
+            if not (path == route.prefix or path.startswith(route.under)):
+                continue
+            if route.hosts is not None and not route.matches_host(host):
                 continue
             path_matched = True
-            if route.allows(method):
+            methods = route.methods
+            if methods is None or method in methods or (method == "HEAD" and "GET" in methods):
                 return route
             allowed |= route.methods  # type: ignore[arg-type]  # allows() is true when None
         if path_matched:

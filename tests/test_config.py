@@ -55,7 +55,7 @@ def test_valid_config_has_a_digest():
         (VALID + '[[routes]]\nprefix = "/v2"\nbackend = "flask"\nmethods = ["get"]\n', 'c.toml: routes[1].methods: "get" is not an upper-case HTTP method such as "GET"'),
         (VALID + '[[routes]]\nprefix = "/v2"\nbackend = "flask"\nhosts = ["Bad Host"]\n', 'c.toml: routes[1].hosts: "Bad Host" is not a lower-case host name such as "api.example.com" or "*.example.com"'),
         (VALID + '[[routes]]\nprefix = "/v1"\nbackend = "flask"\n', "c.toml: routes[1].prefix: same prefix, methods and hosts as routes[0]; it could never match"),
-        (VALID + '[[routes]]\nprefix = "/v2"\nbackend = "flask"\ncolour = "red"\n', 'c.toml: routes[1].colour: unknown key (route "/v2", line 13)'),
+        (VALID + '[[routes]]\nprefix = "/v2"\nbackend = "flask"\nflavour = "red"\n', 'c.toml: routes[1].flavour: unknown key (route "/v2", line 13)'),
         (VALID + '[[routes]]\nbackend = "flask"\n', "c.toml: routes[1].prefix: is required"),
         (VALID + '[versions.v1]\nsuccessor = "v9"\n', 'c.toml: versions.v1.successor: unknown version "v9"; known: "v1"'),
         (VALID + '[versions.v1]\nsunset = "soon"\n', "c.toml: versions.v1.sunset"),

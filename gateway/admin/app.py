@@ -19,7 +19,9 @@ from gateway.edge import shared_status
 from gateway import openapi
 from gateway.openapi import viewer
 from gateway.admin.series import TrafficSeries
+from gateway.context import SCOPE_KEY
 from gateway.errors import GatewayError
+from gateway.rollout import admin as rollout_admin
 from gateway.routing import ADMIN_PREFIX
 from gateway.types import Receive, Scope, Send
 
@@ -34,6 +36,16 @@ _PAGE_HEADERS = [
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
 ]
+
+_ROLLOUT_ACTIONS = ADMIN_PREFIX + "/rollouts/"
+"""The one place the admin API takes a POST: operator actions on a rollout."""
+
+
+
+def _is_rollout_action(path: str) -> bool:
+    """``/_stackgate/rollouts/ROUTE/ACTION``: the one shape of path the admin API takes a POST on."""
+    return path.startswith(_ROLLOUT_ACTIONS) and "/" in path[len(_ROLLOUT_ACTIONS) :].strip("/")
+
 
 Endpoint = Callable[[Scope, Receive, Send], Awaitable[None]]
 
@@ -86,16 +98,37 @@ class AdminApp:
         routes = [Route(path, _endpoint(fn), methods=["GET", "HEAD"]) for path, fn in open_.items()]
         routes += [Route(path, _endpoint(fn, self._require_admin), methods=["GET", "HEAD"]) for path, fn in protected.items()]
         routes.append(Route("/dashboard/{name:path}", _endpoint(self.asset, self._require_admin), methods=["GET", "HEAD"]))
+        routes += self._rollout_routes()
         self.router = Router(routes, redirect_slashes=False, default=_not_found)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
-        if scope["method"] not in ("GET", "HEAD"):
+        if scope["method"] not in ("GET", "HEAD") and not (scope["method"] == "POST" and _is_rollout_action(path)):
             raise GatewayError(405, "method_not_allowed", f'Method "{scope["method"]}" not allowed.', [(b"allow", b"GET, HEAD")])
         sub = dict(scope)
         sub["path"] = path if path != ADMIN_PREFIX else ADMIN_PREFIX + "/"
         sub["root_path"] = ADMIN_PREFIX
         sub.pop("router", None)
         await self.router(sub, receive, send)
+
+    # --- gated rollouts (gateway.rollout.admin) ---------------------------------------------------
+    def _rollout_routes(self) -> list[Route]:
+        guard = self._require_admin
+        return [
+            Route("/rollouts", _endpoint(self.rollouts, guard), methods=["GET", "HEAD"]),
+            Route("/rollouts/{route:path}/{action}", _endpoint(self.rollout_action, guard), methods=["POST"]),
+            Route("/rollouts/{route:path}", _endpoint(self.rollout, guard), methods=["GET", "HEAD"]),
+        ]
+
+    async def rollouts(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send_json(send, 200, await rollout_admin.listing(self.gateway))
+
+    async def rollout(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send_json(send, 200, await rollout_admin.one(self.gateway, scope["path_params"]["route"]))
+
+    async def rollout_action(self, scope: Scope, receive: Receive, send: Send) -> None:
+        params = scope["path_params"]
+        who = "admin:" + (scope[SCOPE_KEY].identity or "-")
+        await send_json(send, 200, await rollout_admin.act(self.gateway, params["route"], params["action"], scope.get("query_string", b""), who))
 
     async def _require_admin(self, scope: Scope) -> None:
         await self.gateway.require_admin(scope)

@@ -40,12 +40,16 @@ class RouteMirrorStats:
     skipped: int = 0
     recent: deque = field(default_factory=lambda: deque(maxlen=50))
     route: str = ""
+    rollout: Any = None
+    """The route's rollout (``gateway.rollout.manager.RouteRollout``): told each result, for its match-rate gate."""
 
     def record(self, result: str) -> None:
         """Count one result: ``match``, ``mismatch``, ``not_comparable``, ``error`` or ``skipped``."""
         attribute = metrics.MIRROR_RESULTS[result]
         setattr(self, attribute, getattr(self, attribute) + 1)
         metrics.MIRROR.labels(self.route, result).inc()
+        if self.rollout is not None:
+            self.rollout.observe_mirror(result)
 
     def as_dict(self) -> dict[str, Any]:
         compared = self.matches + self.mismatches

@@ -11,12 +11,14 @@ from __future__ import annotations
 import hashlib
 import math
 import secrets
+import time
 from typing import Any, Optional
 
 from pydantic import Field, ValidationInfo, field_validator
 
 from gateway import headers as H
 from gateway.context import SCOPE_KEY, RequestContext, Services
+from gateway.rollout.plan import RolloutPlan, check_route
 from gateway.schema import Schema
 from gateway.types import Receive, Scope, Send
 
@@ -51,6 +53,8 @@ class RouteSplitFields(Schema):
     """JSON keys left out of the comparison at any depth (e.g. ``updated_at``)."""
     hide_served_by: bool = False
     """Leave out the ``X-Served-By`` response header."""
+    rollout: Optional[RolloutPlan] = None
+    """A gated rollout to one backend of the split (docs/rollouts.md): it sets the weights while it runs."""
 
     @field_validator("split")
     @classmethod
@@ -72,6 +76,22 @@ class RouteSplitFields(Schema):
         if value and "split" in info.data and not info.data["split"]:
             raise ValueError('needs "split": mirroring compares the backends of a split')
         return value
+
+    @field_validator("rollout")
+    @classmethod
+    def _rollout(cls, value: Optional[RolloutPlan], info: ValidationInfo) -> Optional[RolloutPlan]:
+        if value is not None and "split" in info.data:
+            problem = check_route(_Route(info.data["split"], value))
+            if problem:
+                raise ValueError(problem)
+        return value
+
+
+class _Route:
+    """What ``check_route`` reads of a route, while the route is being validated."""
+
+    def __init__(self, split: Optional[dict[str, int]], rollout: RolloutPlan) -> None:
+        self.split, self.rollout = split, rollout
 
 
 def _unit(route: bytes, key: bytes, backend: bytes) -> float:
@@ -111,13 +131,17 @@ def _cookie(headers: list[tuple[bytes, bytes]]) -> Optional[bytes]:
 class Split:
     """The ASGI handler of a split route: choose, mark, and (optionally) mirror."""
 
-    def __init__(self, route: Any, backends: dict[str, Any], settings: SplitSettings, mirror: Any = None) -> None:
+    def __init__(
+        self, route: Any, backends: dict[str, Any], settings: SplitSettings, mirror: Any = None, rollout: Any = None
+    ) -> None:
         self.route_key = route.label.encode()
         self.backends = {name.encode(): backends[name] for name in route.split}
         self.weights = [(name.encode(), float(weight)) for name, weight in route.split.items()]
         self.override_roles = frozenset(settings.override_roles)
         self.served_by = not route.hide_served_by
         self.mirror = mirror
+        self.rollout = rollout
+        """The route's ``gateway.rollout.manager.RouteRollout``: its weights win over ``split``'s, and it counts answers."""
 
     def pick(self, scope: Scope) -> tuple[bytes, Optional[bytes]]:
         """(backend name, new cookie token to set or None)."""
@@ -127,14 +151,18 @@ class Split:
             wanted = ctx.override
             if wanted in self.backends:
                 return wanted, None
+        rollout = self.rollout
+        if rollout is not None and not rollout.sticky:
+            return rollout.draw(), None
         identity = ctx.identity
+        weights = self.weights if rollout is None else rollout.weights
         if identity:
-            return choose(self.route_key, b"c:" + identity.encode(), self.weights), None
+            return choose(self.route_key, b"c:" + identity.encode(), weights), None
         token = _cookie(headers)
         new = None
         if token is None:
             token = new = secrets.token_hex(16).encode()
-        return choose(self.route_key, b"a:" + token, self.weights), new
+        return choose(self.route_key, b"a:" + token, weights), new
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         name, new_cookie = self.pick(scope)
@@ -151,11 +179,37 @@ class Split:
             )
         ctx.backend = name.decode()
         backend = self.backends[name]
+        if self.rollout is not None:
+            await self._measured(scope, receive, send, name, backend)
+            return
 
         if self.mirror is not None and scope["method"] in ("GET", "HEAD"):
             await self.mirror(scope, receive, send, name, backend)
             return
         await backend(scope, receive, send)
+
+    async def _measured(self, scope: Scope, receive: Receive, send: Send, name: bytes, backend: Any) -> None:
+        """Serve as usual, and count the answer's status and time for the route's rollout."""
+        status = 0
+
+        async def send_status(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        started = time.perf_counter()
+        try:
+            if self.mirror is not None and scope["method"] in ("GET", "HEAD"):
+                await self.mirror(scope, receive, send_status, name, backend)
+            else:
+                await backend(scope, receive, send_status)
+        except BaseException:
+            status = status or 500  # the edge answers 502 (or closes): a failure of this backend
+            raise
+        finally:
+            if status:
+                self.rollout.observe(name, status, time.perf_counter() - started)
 
 
 def wrap(app: Any, route: Any, config: Any, services: Services) -> Any:
@@ -174,7 +228,21 @@ def wrap(app: Any, route: Any, config: Any, services: Services) -> Any:
         stats = registry.for_route(route.label, settings.mirror_keep)
         process = shadow_process(services, backends, settings.mirror_duty_cycle) if settings.mirror_process else None
         mirror = Mirror(route, {name.encode(): backends[name] for name in route.split}, stats, settings.mirror_max_body, process)
-    return Split(route, backends, settings, mirror)
+    rollout = follow_rollout(route, config, services)
+    if mirror is not None:
+        mirror.stats.rollout = rollout  # mirror results count toward the rollout's match-rate gate (None: no plan)
+    return Split(route, backends, settings, mirror, rollout)
+
+
+def follow_rollout(route: Any, config: Any, services: Services) -> Any:
+    """The route's ``RouteRollout`` when it has a ``rollout`` plan (the manager lives in the services)."""
+    if getattr(route, "rollout", None) is None:
+        return None
+    from gateway.rollout.manager import RolloutManager
+
+    if services.rollout is None:
+        services.rollout = RolloutManager()
+    return services.rollout.follow_route(route, config)
 
 
 def shadow_process(services: Services, backends: dict[str, Any], duty_cycle: float) -> Any:

@@ -131,7 +131,75 @@ CASES = [
     (
         "neither-secret-nor-jwks",
         issuer('issuer = "i"\nalgorithms = ["HS256"]'),
-        'c.toml: auth.jwt.x: needs exactly one of "secret" (for HS* algorithms) and "jwks_file" (for public-key algorithms)',
+        'c.toml: auth.jwt.x: needs exactly one key source: "secret" (for HS* algorithms), or "jwks_file", "jwks_url" or '
+        '"discovery = true" (for public-key algorithms)',
+    ),
+    (
+        "secret-and-jwks-url",
+        issuer(f'issuer = "i"\nalgorithms = ["HS256"]\nsecret = "{SECRET}"\njwks_url = "https://idp.example/jwks"'),
+        'c.toml: auth.jwt.x: needs exactly one key source: "secret" (for HS* algorithms), or "jwks_file", "jwks_url" or '
+        '"discovery = true" (for public-key algorithms)',
+    ),
+    (
+        "jwks-url-and-discovery",
+        issuer('issuer = "https://idp.example"\njwks_url = "https://idp.example/jwks"\ndiscovery = true'),
+        'c.toml: auth.jwt.x: needs exactly one key source: "secret" (for HS* algorithms), or "jwks_file", "jwks_url" or '
+        '"discovery = true" (for public-key algorithms)',
+    ),
+    (
+        "jwks-url-plain-http",
+        issuer('issuer = "i"\njwks_url = "http://idp.example/jwks"'),
+        "c.toml: auth.jwt.x.jwks_url: must be an https:// URL (http:// only for a loopback host, or with allow_insecure_http = true)",
+    ),
+    (
+        "jwks-url-not-a-url",
+        issuer('issuer = "i"\njwks_url = "idp.example/jwks"'),
+        "c.toml: auth.jwt.x.jwks_url: must be an absolute http(s) URL with a host, and no user name, password or fragment",
+    ),
+    (
+        "jwks-url-with-password",
+        issuer('issuer = "i"\njwks_url = "https://u:p@idp.example/jwks"'),
+        "c.toml: auth.jwt.x.jwks_url: must be an absolute http(s) URL with a host, and no user name, password or fragment",
+    ),
+    (
+        "discovery-issuer-plain-http",
+        issuer('issuer = "http://idp.example/realms/x"\ndiscovery = true'),
+        'c.toml: auth.jwt.x: with discovery = true, "issuer" must be an https:// URL (http:// only for a loopback host, '
+        "or with allow_insecure_http = true)",
+    ),
+    (
+        "jwks-url-hmac-algorithm",
+        issuer('issuer = "i"\nalgorithms = ["RS256", "HS256"]\njwks_url = "https://idp.example/jwks"'),
+        'c.toml: auth.jwt.x: an issuer with "jwks_url" may list only public-key algorithms (RS*, PS*, ES*, EdDSA), not "HS256"',
+    ),
+    (
+        "jwks-file-without-algorithms",
+        issuer('issuer = "i"\njwks_file = "k.json"'),
+        'c.toml: auth.jwt.x: "algorithms" is required with "secret" and "jwks_file" (with jwks_url or discovery it may be left out)',
+    ),
+    (
+        "introspection-without-endpoint",
+        issuer('issuer = "i"\njwks_url = "https://idp.example/jwks"\n[auth.jwt.x.introspection]\nclient_id = "gw"\nclient_secret = "s"'),
+        'c.toml: auth.jwt.x: [introspection] needs an "endpoint", or discovery = true to find it',
+    ),
+    (
+        "introspection-plain-http",
+        issuer(
+            'issuer = "https://idp.example"\ndiscovery = true\n[auth.jwt.x.introspection]\nclient_id = "gw"\nclient_secret = "s"\n'
+            'endpoint = "http://idp.example/introspect"'
+        ),
+        "c.toml: auth.jwt.x: introspection.endpoint must be an https:// URL (http:// only for a loopback host, or with allow_insecure_http = true)",
+    ),
+    (
+        "introspection-client-secret-required",
+        issuer('issuer = "https://idp.example"\ndiscovery = true\n[auth.jwt.x.introspection]\nclient_id = "gw"'),
+        "c.toml: auth.jwt.x.introspection.client_secret: is required",
+    ),
+    (
+        "two-introspecting-issuers",
+        issuer('issuer = "https://a.example"\ndiscovery = true\n[auth.jwt.a.introspection]\nclient_id = "gw"\nclient_secret = "s"', "a")
+        + issuer('issuer = "https://b.example"\ndiscovery = true\n[auth.jwt.b.introspection]\nclient_id = "gw"\nclient_secret = "s"', "b"),
+        "c.toml: auth.jwt.b.introspection: only one issuer may introspect opaque tokens (auth.jwt.a does): an opaque token names no issuer",
     ),
     (
         "short-secret",
@@ -316,3 +384,19 @@ def test_demo_credentials_match_the_default_config():
     demo = config.auth.jwt["demo"]
     assert demo.secret.get_secret_value() == "demo-only-secret-change-me-0123456789"
     assert load_config(ROOT / "config.toml", {"STACKGATE_JWT_SECRET": "x" * 40}).auth.jwt["demo"].secret.get_secret_value() == "x" * 40
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        'issuer = "i"\njwks_url = "http://127.0.0.1:8080/jwks"',
+        'issuer = "i"\njwks_url = "http://localhost/jwks"',
+        'issuer = "i"\njwks_url = "http://[::1]:9/jwks"',
+        'issuer = "i"\nallow_insecure_http = true\njwks_url = "http://idp.internal/jwks"',
+        'issuer = "https://idp.example/realms/x"\ndiscovery = true\nalgorithms = ["RS256", "ES256"]',
+    ],
+    ids=["ipv4-loopback", "localhost", "ipv6-loopback", "allowed-explicitly", "discovery"],
+)
+def test_remote_key_sources_accepted(body):
+    config = parse_config((BACKEND + issuer(body) + route()).encode(), "c.toml", {})
+    assert config.auth.jwt["x"].issuer

@@ -384,6 +384,7 @@ function render(data) {
   renderRoutes(data.routes || [], colors);
   renderMirror(data.mirror || {});
   document.getElementById("dashboard").setAttribute("aria-busy", "false");
+  document.dispatchEvent(new CustomEvent("stackgate:stats", { detail: data })); // for rollouts.js and other sections
 }
 
 async function describeFailure(response) {

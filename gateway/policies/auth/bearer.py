@@ -1,8 +1,10 @@
 """JWT bearer tokens (PyJWT): issuers from the config, each with its own keys and algorithms.
 
 A token is matched to its issuer by its unverified ``iss``, then verified with
-that issuer's keys and algorithms alone (never ``none``; a ``secret`` or a
-``jwks_file``, never both), ``exp`` required (docs/auth.md).
+that issuer's keys and algorithms alone (never ``none``; one key source: a
+``secret``, a ``jwks_file``, or keys fetched from the provider by ``jwks``),
+``exp`` required. A token that is not a JWT goes to the one issuer that
+introspects opaque tokens, if any (``introspection``; docs/auth.md).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from typing import Any, Iterable, Optional
 import jwt
 from jwt.algorithms import get_default_algorithms
 
+from gateway.policies.auth import jwks
 from gateway.policies.auth.identity import ROLE, TOKEN_IDENTITY, BadCredentials
+from gateway.policies.auth.introspection import Introspector
 
 #: HMAC algorithms and the shortest secret each accepts (RFC 7518 §3.2: the hash size).
 HMAC = {"HS256": 32, "HS384": 48, "HS512": 64}
@@ -22,13 +26,18 @@ ASYMMETRIC = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES
 MAX_TOKEN_BYTES = 8192
 
 ERR_NO_ALGORITHMS = 'must list at least one algorithm, e.g. ["HS256"] with secret or ["RS256"] with jwks_file'
+ERR_ALGORITHMS_REQUIRED = '"algorithms" is required with "secret" and "jwks_file" (with jwks_url or discovery it may be left out)'
 ERR_ALG_NONE = 'the "none" algorithm is never allowed: tokens must be signed'
 ERR_ALG_UNKNOWN = (
     f'"{{alg}}" is not a supported algorithm; use {", ".join(HMAC)} (with secret) or {", ".join(ASYMMETRIC)} (with jwks_file)'
 )
-ERR_KEY_SOURCE = 'needs exactly one of "secret" (for HS* algorithms) and "jwks_file" (for public-key algorithms)'
+ERR_KEY_SOURCE = (
+    'needs exactly one key source: "secret" (for HS* algorithms), or "jwks_file", "jwks_url" or '
+    '"discovery = true" (for public-key algorithms)'
+)
 ERR_SECRET_ALGS = 'an issuer with "secret" may list only HS256, HS384 and HS512 in algorithms, not "{alg}"'
-ERR_JWKS_ALGS = 'an issuer with "jwks_file" may list only public-key algorithms (RS*, PS*, ES*, EdDSA), not "{alg}"'
+ERR_JWKS_ALGS = 'an issuer with "{source}" may list only public-key algorithms (RS*, PS*, ES*, EdDSA), not "{alg}"'
+ERR_KEYS_UNAVAILABLE = "its issuer's signing keys could not be fetched, and none is known for it"
 ERR_SECRET_SHORT = (
     'must be at least {size} bytes for {alg} (RFC 7518 §3.2); take it from the environment, '
     'e.g. secret = "${{STACKGATE_JWT_SECRET}}"'
@@ -117,24 +126,45 @@ def load_jwks(value: str, path: Path, algorithms: list[str]) -> JwksFile:
 class Issuer:
     """One configured issuer, ready to verify."""
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, name: str, config: Any) -> None:
+        self.name = name
         self.config = config
-        self.algorithms = tuple(config.algorithms)
+        self.remote: Optional[jwks.RemoteKeys] = None
+        self.introspector: Optional[Introspector] = None
         if config.secret is not None:
+            self.algorithms = tuple(config.algorithms)
             secret = config.secret.get_secret_value().encode("utf-8")
             self.keys: dict[Optional[str], dict[str, Any]] = {None: {alg: secret for alg in self.algorithms}}
             self.by_kid = False
-        else:
+        elif config.jwks_file is not None:
+            self.algorithms = tuple(config.algorithms)
             self.keys = config.jwks_file.keys
             self.by_kid = True
+        else:
+            # Fetched keys: each verifies only the public-key algorithms its type allows (jwks.prepare_keys).
+            self.algorithms = tuple(config.algorithms or ASYMMETRIC)
+            self.keys = {}
+            self.by_kid = True
+            self.remote = jwks.remote_keys(name, config)
+        if config.introspection is not None:
+            remote = self.remote
+            configured = config.introspection.endpoint
+            endpoint = (lambda: configured) if configured else (lambda: remote.introspection_endpoint if remote else None)
+            self.introspector = Introspector(name, config.issuer, config.introspection, endpoint, config.leeway)
         self.options = {"require": ["exp", "iss", *(["aud"] if config.audience else [])]}
 
-    def key(self, header: dict[str, Any]) -> tuple[str, Any]:
+    async def key(self, header: dict[str, Any]) -> tuple[str, Any]:
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self.algorithms:
             raise BadCredentials(ERR_TOKEN.format(reason=_REASONS[jwt.InvalidAlgorithmError]))
         kid = header.get("kid")
-        if not self.by_kid or (kid is None and len(self.keys) == 1):
+        if self.remote is not None:
+            if kid is not None and not isinstance(kid, str):
+                raise BadCredentials(ERR_TOKEN.format(reason='its "kid" names no key of its issuer'))
+            keyset = await self.remote.keyset(kid)
+            if keyset is None and not self.remote.keys:
+                raise BadCredentials(ERR_TOKEN.format(reason=ERR_KEYS_UNAVAILABLE))
+        elif not self.by_kid or (kid is None and len(self.keys) == 1):
             keyset = next(iter(self.keys.values()))
         else:
             keyset = self.keys.get(kid) if isinstance(kid, str) else None
@@ -144,8 +174,8 @@ class Issuer:
             raise BadCredentials(ERR_TOKEN.format(reason='its "alg" does not fit the key its "kid" names'))
         return alg, keyset[alg]
 
-    def claims(self, token: str, header: dict[str, Any]) -> dict[str, Any]:
-        alg, key = self.key(header)
+    async def claims(self, token: str, header: dict[str, Any]) -> dict[str, Any]:
+        alg, key = await self.key(header)
         config = self.config
         try:
             return jwt.decode(
@@ -175,12 +205,28 @@ class Issuer:
         roles = frozenset(r for r in raw if isinstance(r, str) and ROLE.match(r)) if isinstance(raw, list) else frozenset()
         return name, roles
 
+    async def introspected(self, token: str) -> dict[str, Any]:
+        """An opaque token's claims from the issuer's introspection endpoint, held to the same audience rule."""
+        assert self.introspector is not None
+        claims = await self.introspector.claims(token)
+        audience, aud = self.config.audience, claims.get("aud")
+        auds = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+        if (audience is not None and audience not in auds) or (audience is None and auds):
+            raise BadCredentials(ERR_TOKEN.format(reason=_REASONS[jwt.InvalidAudienceError]))
+        if self.config.identity_claim == "sub" and "sub" not in claims and isinstance(claims.get("client_id"), str):
+            # RFC 7662 answers for client-credentials tokens often carry no "sub": the client is the caller
+            # (as in the JWT access tokens of RFC 9068, whose "sub" is then the client id).
+            claims = {**claims, "sub": claims["client_id"]}
+        return claims
+
 
 class Issuers:
-    """Issuers by their ``iss``, for one config."""
+    """Issuers by their ``iss``, for one config (``configs``: ``[auth.jwt]``, name -> table)."""
 
-    def __init__(self, configs: Iterable[Any]) -> None:
-        self.by_iss = {config.issuer: Issuer(config) for config in configs}
+    def __init__(self, configs: dict[str, Any]) -> None:
+        self.by_iss = {config.issuer: Issuer(name, config) for name, config in configs.items()}
+        self.opaque = next((issuer for issuer in self.by_iss.values() if issuer.introspector is not None), None)
+        self.remote = [issuer.remote for issuer in self.by_iss.values() if issuer.remote is not None]
 
     def __bool__(self) -> bool:
         return bool(self.by_iss)
@@ -198,10 +244,12 @@ class Issuers:
         name = unverified.get(issuer.config.identity_claim if issuer else "sub")
         return f"{iss}\0{name}".encode("utf-8", "surrogatepass")
 
-    def identify(self, credentials: bytes) -> tuple[str, frozenset[str]]:
+    async def identify(self, credentials: bytes) -> tuple[str, frozenset[str]]:
         if not credentials or len(credentials) > MAX_TOKEN_BYTES or not credentials.isascii():
             raise BadCredentials(ERR_TOKEN.format(reason=_REASONS[jwt.DecodeError]))
         token = credentials.decode("ascii")
+        if self.opaque is not None and token.count(".") != 2:  # not a JWS: an opaque access token
+            return self.opaque.identity(await self.opaque.introspected(token))
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
@@ -211,4 +259,4 @@ class Issuers:
         issuer = self.by_iss.get(iss) if isinstance(iss, str) else None
         if issuer is None:
             raise BadCredentials(ERR_TOKEN.format(reason='its "iss" claim names no configured issuer'))
-        return issuer.identity(issuer.claims(token, header))
+        return issuer.identity(await issuer.claims(token, header))

@@ -72,7 +72,7 @@ class Authenticator:
         self.realm = config.auth.realm
         self.roles = {name: frozenset(consumer.roles) for name, consumer in consumers.items()}
         self.keys = apikey.KeyIndex((digest, name) for name, consumer in consumers.items() for digest in consumer.api_keys)
-        self.issuers = bearer.Issuers(config.auth.jwt.values())
+        self.issuers = bearer.Issuers(config.auth.jwt)
         self.basic = basic.BasicVerifier(
             {name: consumer.password for name, consumer in consumers.items() if consumer.password},
             config.auth.basic_cache_ttl,
@@ -137,7 +137,7 @@ class Authenticator:
         credentials = credentials.strip()
         if scheme == "jwt":
             try:
-                name, roles = self.issuers.identify(credentials)
+                name, roles = await self.issuers.identify(credentials)
             except BadCredentials:
                 attempt.claimed = b"jwt:" + self.issuers.claimed(credentials)
                 raise
@@ -175,6 +175,20 @@ def authenticator_for(config: Any, services: Optional[Services] = None) -> Authe
     while len(_BUILT) > _BUILT_KEEP:
         _BUILT.popitem(last=False)
     return built
+
+
+def start_fetching(config: Any) -> None:
+    """In a worker's event loop (at startup): begin fetching the issuers' remote keys, without waiting for them."""
+    if config.auth is not None and any(issuer.jwks_url or issuer.discovery for issuer in config.auth.jwt.values()):
+        for remote in authenticator_for(config).issuers.remote:
+            remote.start()
+
+
+def readiness(config: Any) -> dict[str, dict[str, Any]]:
+    """``/_stackgate/ready`` checks of the issuers with remote keys, as this worker sees them (docs/auth.md)."""
+    if config.auth is None or not any(issuer.jwks_url or issuer.discovery for issuer in config.auth.jwt.values()):
+        return {}
+    return {f"auth.jwt.{remote.name}": remote.readiness() for remote in authenticator_for(config).issuers.remote}
 
 
 def _without_credentials(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Callable, Iterable, Optional
 
 from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
-from gateway.policies.auth import apikey, basic, bearer
+from gateway.policies.auth import apikey, basic, bearer, jwks
 from gateway.policies.auth.identity import ROLE
 from gateway.policies.throttle import parse_rate
 from gateway.schema import Schema, format_loc
@@ -109,17 +109,56 @@ class FailureRates(Schema):
     """Failures from one client address for one claimed identity (Basic user name, API key, token subject)."""
 
 
+class IntrospectionConfig(Schema):
+    """``[auth.jwt.NAME.introspection]``: opaque access tokens checked at the issuer (RFC 7662)."""
+
+    endpoint: Optional[str] = None
+    """The introspection endpoint; default: ``introspection_endpoint`` of the discovery document (needs ``discovery = true``)."""
+    client_id: str = Field(min_length=1)
+    """The gateway's client id at the provider (a client allowed to introspect)."""
+    client_secret: SecretStr
+    """Its client secret; write ``"${ENV_VAR}"``, never the secret."""
+    cache_ttl: float = Field(300, ge=0, le=3600)
+    """Seconds an active token's answer is remembered at most (never past the token's ``exp``; 0: never)."""
+    negative_ttl: float = Field(10, ge=0, le=300)
+    """Seconds an inactive token's answer is remembered (0: never): a revoked token is refused from the cache."""
+    cache_size: int = Field(10_000, ge=0, le=1_000_000)
+    """Answers remembered at most per worker (least recently stored dropped first)."""
+    timeout: float = Field(5, gt=0, le=60)
+    """Seconds to wait for the endpoint; past it the token gets a 401."""
+
+
 class JwtIssuerConfig(Schema):
     """One ``[auth.jwt.NAME]`` table: an issuer of bearer tokens."""
 
     issuer: str = Field(min_length=1)
     """The ``iss`` claim of this issuer's tokens; a token is matched to its issuer by it."""
-    algorithms: list[str]
-    """Allowed ``alg`` values: HS256/HS384/HS512 with ``secret``, RS*/PS*/ES256/ES384/ES512/EdDSA with ``jwks_file``."""
+    algorithms: Optional[list[str]] = None
+    """Allowed ``alg`` values: HS256/HS384/HS512 with ``secret``, RS*/PS*/ES256/ES384/ES512/EdDSA with keys.
+
+    Required with ``secret`` and ``jwks_file``. With ``jwks_url`` or ``discovery``
+    it may be left out: each fetched key then verifies the one algorithm its
+    ``alg``, or its type and curve, names (RSA without ``alg``: RS256)."""
     secret: Optional[SecretStr] = None
     """HMAC key (at least 32, 48, 64 bytes for HS256, HS384, HS512); write ``"${ENV_VAR}"``, never the secret."""
     jwks_file: Optional[str] = None
     """JSON Web Key Set of public keys (path relative to the config file); a token picks its key by ``kid``."""
+    allow_insecure_http: bool = False
+    """Allow ``http://`` URLs for a provider that is not on loopback (tokens' keys could then be forged in transit)."""
+    jwks_url: Optional[str] = None
+    """URL of the provider's JSON Web Key Set, fetched by each worker and cached (``keys_*``)."""
+    discovery: bool = False
+    """Find the JWKS (and the introspection endpoint) in ``{issuer}/.well-known/openid-configuration``."""
+    keys_min_ttl: float = Field(60, ge=1, le=86_400)
+    """Seconds fetched keys are kept at least, whatever the provider's ``Cache-Control`` says."""
+    keys_max_ttl: float = Field(86_400, ge=1, le=604_800)
+    """Seconds fetched keys are kept at most before a refresh (default without a max-age: 300, within the bounds)."""
+    refresh_min_interval: float = Field(30, ge=0, le=3600)
+    """A token naming an unknown ``kid`` fetches the keys again at most once per this many seconds."""
+    fetch_timeout: float = Field(5, gt=0, le=60)
+    """Seconds to wait for the provider's discovery document or JWKS."""
+    introspection: Optional[IntrospectionConfig] = None
+    """Check opaque (non-JWT) access tokens at the provider: ``[auth.jwt.NAME.introspection]``."""
     audience: Optional[str] = None
     """When set, tokens must carry it in ``aud``; when unset, tokens carrying ``aud`` are refused."""
     leeway: float = Field(0, ge=0, le=300)
@@ -131,7 +170,9 @@ class JwtIssuerConfig(Schema):
 
     @field_validator("algorithms")
     @classmethod
-    def _algorithms(cls, value: list[str]) -> list[str]:
+    def _algorithms(cls, value: Optional[list[str]]) -> Optional[list[str]]:
+        if value is None:
+            return None
         if not value:
             raise ValueError(bearer.ERR_NO_ALGORITHMS)
         for alg in value:
@@ -157,13 +198,42 @@ class JwtIssuerConfig(Schema):
         base = Path((info.context or {}).get("config_dir", "."))
         return bearer.load_jwks(value, base / value, algorithms)
 
+    @field_validator("jwks_url")
+    @classmethod
+    def _jwks_url(cls, value: Optional[str], info: ValidationInfo) -> Optional[str]:
+        return None if value is None else jwks.check_url(value, bool(info.data.get("allow_insecure_http")))
+
     @model_validator(mode="after")
     def _one_key_source(self) -> "JwtIssuerConfig":
-        if (self.secret is None) == (self.jwks_file is None):
+        sources = [name for name in ("secret", "jwks_file", "jwks_url", "discovery") if getattr(self, name) not in (None, False)]
+        if len(sources) != 1:
             raise ValueError(bearer.ERR_KEY_SOURCE)
-        wrong = [a for a in self.algorithms if (a in bearer.HMAC) != (self.secret is not None)]
+        source = sources[0]
+        if self.algorithms is None:
+            if source in ("secret", "jwks_file"):
+                raise ValueError(bearer.ERR_ALGORITHMS_REQUIRED)
+            return self._remote_checks()
+        wrong = [a for a in self.algorithms if (a in bearer.HMAC) != (source == "secret")]
         if wrong:
-            raise ValueError((bearer.ERR_SECRET_ALGS if self.secret is not None else bearer.ERR_JWKS_ALGS).format(alg=wrong[0]))
+            if source == "secret":
+                raise ValueError(bearer.ERR_SECRET_ALGS.format(alg=wrong[0]))
+            raise ValueError(bearer.ERR_JWKS_ALGS.format(source="discovery" if source == "discovery" else source, alg=wrong[0]))
+        return self._remote_checks()
+
+    def _remote_checks(self) -> "JwtIssuerConfig":
+        if self.discovery:
+            try:
+                jwks.check_url(self.issuer, self.allow_insecure_http)
+            except ValueError as exc:
+                raise ValueError(f'with discovery = true, "issuer" {exc}') from None
+        if self.introspection is not None:
+            if self.introspection.endpoint is None and not self.discovery:
+                raise ValueError('[introspection] needs an "endpoint", or discovery = true to find it')
+            if self.introspection.endpoint is not None:
+                try:
+                    jwks.check_url(self.introspection.endpoint, self.allow_insecure_http)
+                except ValueError as exc:
+                    raise ValueError(f"introspection.endpoint {exc}") from None
         return self
 
 
@@ -263,6 +333,13 @@ def check(
             add(("auth", "jwt", name, "issuer"), f'the same issuer as auth.jwt.{issuers[issuer.issuer]}; tokens find their issuer by "iss"')
         else:
             issuers[issuer.issuer] = name
+
+    introspecting = [name for name, issuer in auth.jwt.items() if issuer.introspection is not None]
+    for name in introspecting[1:]:
+        add(
+            ("auth", "jwt", name, "introspection"),
+            f"only one issuer may introspect opaque tokens (auth.jwt.{introspecting[0]} does): an opaque token names no issuer",
+        )
 
     known_roles = set(auth.roles).union(*(c.roles for c in consumers.values()))
     available = available_schemes(auth, consumers)
