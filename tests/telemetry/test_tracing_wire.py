@@ -125,7 +125,7 @@ def test_split_mirror_and_asgi_backends_have_their_spans(gateway, receiver):
     served = root.attributes["stackgate.backend"]
     other = {"a": "b", "b": "a"}[served]
     decision = only(spans, "split")
-    assert decision.parent_id == root.span_id
+    assert decision.parent_id == root.span_id and decision.attributes["stackgate.backend"] == served
     assert only(spans, f"backend {served}").parent_id == root.span_id
     # The mirror copy runs after the response (in the shadow process, [split] mirror_process), in the same trace.
     receiver.wait_for(lambda s: any(x.trace_id == root.trace_id and x.name == f"mirror {other}" for x in s), what="the mirror copy")
