@@ -24,6 +24,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind, StatusCode
 
+from gateway import headers as H
 from gateway.context import SCOPE_KEY
 from gateway.errors import GatewayError
 from gateway.routing import ADMIN_PREFIX
@@ -32,9 +33,9 @@ from gateway.types import ASGIApp, Receive, Scope, Send
 if TYPE_CHECKING:
     from gateway.telemetry.tracing import Tracing
 
-TRACEPARENT = "traceparent"
-TRACESTATE = "tracestate"
-_TRACE_HEADERS = (TRACEPARENT.encode(), TRACESTATE.encode())
+TRACEPARENT = H.TRACEPARENT.decode()
+TRACESTATE = H.TRACESTATE.decode()
+_TRACE_HEADERS = (H.TRACEPARENT, H.TRACESTATE)
 ENVIRON_KEY = "stackgate.trace"
 """WSGI environ key (taken out before the app runs): the backend span's context and when the call was queued."""
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY"})
