@@ -528,8 +528,14 @@ class Gateway(Starlette):
         return {name.decode(): weight for name, weight in runtime.weights} if runtime is not None else None
 
     def mirror_stats(self) -> dict[str, Any]:
+        """Per mirrored route; with ``--workers N`` the counts are summed over every worker (docs/migration.md)."""
         registry = self.services.mirror or {}
-        return {label: stats.as_dict() for label, stats in registry.items()}
+        shared = None
+        if metrics.MULTIPROCESS:
+            from gateway.shadow.report import mirror_totals
+
+            shared = mirror_totals()
+        return {label: stats.as_dict(None if shared is None else shared.get(label, {})) for label, stats in registry.items()}
 
 
 def _count(ctx: RequestContext, exc: GatewayError) -> None:

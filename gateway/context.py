@@ -79,6 +79,8 @@ class Services:
     """The throttle's ``Limiter`` (``gateway.policies.throttle``), created by the first route or guard that counts."""
     mirror: Any = None
     """Route label -> mirror statistics (``gateway.policies.mirror.MirrorRegistry``)."""
+    endpoints: Any = None
+    """Split route label -> its endpoint names (``gateway.shadow.endpoints.Endpoints``), for the migration report."""
     shadow_process: Any = None
     """The process that runs shadow requests (``gateway.shadow.process``), when configured."""
     rollout: Any = None

@@ -53,6 +53,28 @@ THROTTLE_STORE_ERRORS = Counter("stackgate_throttle_store_errors", "Requests for
 MIRROR = Counter("stackgate_mirror_results", "Shadow comparisons by result (match, mismatch, not_comparable, error, skipped).", ["route", "result"])
 #: The ``result`` label of ``MIRROR`` -> its count's name in the mirror stats and totals.
 MIRROR_RESULTS = {"match": "matches", "mismatch": "mismatches", "not_comparable": "not_comparable", "error": "errors", "skipped": "skipped"}
+# -- noise-aware comparison and the migration report (gateway/shadow/noise.py, docs/migration.md) --
+# Field and endpoint labels are capped per route (compare.FIELDS_MAX, noise.FIELD_LABELS_MAX,
+# endpoints.ENDPOINTS_MAX), so these stay of bounded cardinality.
+MIRROR_FIELDS = Counter(
+    "stackgate_mirror_field_differences",
+    "Mirrored pairs that differed at a JSON field path, by pair (cross: the two stacks; self: one stack answering one request twice).",
+    ["route", "field", "pair", "backend"],
+)
+MIRROR_SELF_CHECKS = Counter("stackgate_mirror_self_checks", "Requests replayed on one stack a second time to learn its noise.", ["route", "backend"])
+MIRROR_ENDPOINT = Counter("stackgate_mirror_endpoint_results", "Shadow comparisons by endpoint and result.", ["route", "endpoint", "result"])
+MIRROR_ENDPOINT_FIELDS = Counter(
+    "stackgate_mirror_endpoint_field_differences", "Cross-stack pairs that differed at a field, by endpoint.", ["route", "endpoint", "field"]
+)
+ENDPOINT_REQUESTS = Counter(
+    "stackgate_endpoint_requests", "Requests to split routes, by endpoint, backend and status class.", ["route", "endpoint", "backend", "status_class"]
+)
+ENDPOINT_LATENCY = Histogram(
+    "stackgate_endpoint_duration_seconds",
+    "Time from request to the end of the response on split routes, by endpoint and backend.",
+    ["route", "endpoint", "backend"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
 BACKEND_BUSY = Gauge("stackgate_backend_busy", "Requests holding or waiting for a backend's threads.", ["backend"], multiprocess_mode="livesum")
 BACKEND_THREADS = Gauge("stackgate_backend_threads", "Worker threads of a WSGI backend's pool.", ["backend"], multiprocess_mode="livesum")
 BACKEND_REJECTED = Counter("stackgate_backend_rejected", "Requests a backend refused: pool full (503) or too slow (504).", ["backend", "reason"])
@@ -116,6 +138,24 @@ def observe_request(route: str, backend: str, status: int, seconds: float) -> No
     lchild = _latency_children.get(lkey)
     if lchild is None:
         lchild = _latency_children[lkey] = LATENCY.labels(route, backend)
+    lchild.observe(seconds)
+
+
+_endpoint_children: dict[tuple[str, str, str, str], Any] = {}
+_endpoint_latency_children: dict[tuple[str, str, str], Any] = {}
+
+
+def observe_endpoint(route: str, endpoint: str, backend: str, status: int, seconds: float) -> None:
+    """One answer of a split route, by endpoint (``gateway.shadow.endpoints``): the migration report's figures."""
+    key = (route, endpoint, backend, _STATUS_CLASS.get(status // 100, "other"))
+    child = _endpoint_children.get(key)
+    if child is None:
+        child = _endpoint_children[key] = ENDPOINT_REQUESTS.labels(*key)
+    child.inc()
+    lkey = key[:3]
+    lchild = _endpoint_latency_children.get(lkey)
+    if lchild is None:
+        lchild = _endpoint_latency_children[lkey] = ENDPOINT_LATENCY.labels(*lkey)
     lchild.observe(seconds)
 
 

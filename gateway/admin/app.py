@@ -1,4 +1,4 @@
-"""``/_stackgate/...``: health, readiness, metrics, status, stats, mirror, dashboard.
+"""``/_stackgate/...``: health, readiness, metrics, status, stats, mirror, migration, dashboard.
 
 See docs/admin-api.md. ``health``, ``ready`` and ``metrics`` are open (probes
 and scrapers); the rest needs a consumer with one of ``[gateway].admin_roles``.
@@ -95,6 +95,7 @@ class AdminApp:
             "/openapi.json": self.openapi, "/docs": self.docs, "/docs/{name:path}": self.docs,
         }
         protected = {"/": self.dashboard, "/status": self.status, "/stats": self.stats, "/mirror": self.mirror}
+        protected["/migration"] = self.migration  # docs/migration.md
         routes = [Route(path, _endpoint(fn), methods=["GET", "HEAD"]) for path, fn in open_.items()]
         routes += [Route(path, _endpoint(fn, self._require_admin), methods=["GET", "HEAD"]) for path, fn in protected.items()]
         routes.append(Route("/dashboard/{name:path}", _endpoint(self.asset, self._require_admin), methods=["GET", "HEAD"]))
@@ -156,6 +157,28 @@ class AdminApp:
 
     async def mirror(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send_json(send, 200, self.gateway.mirror_stats())
+
+    async def migration(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The migration report; ``?format=json`` answers it as a file to download."""
+        from urllib.parse import parse_qs
+
+        from gateway.shadow.report import migration_report
+
+        gateway = self.gateway
+        rollouts: dict[str, Any] = {}
+        planned = rollout_admin.planned_routes(gateway.compiled.config)
+        if planned:
+            try:
+                rollouts = (await rollout_admin.listing(gateway))["rollouts"]
+            except GatewayError as exc:  # the state store is down: the report still answers, and says so
+                rollouts = {label: {"error": exc.message} for label in planned}
+        report = migration_report(gateway.compiled.config, gateway.services, rollouts)
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        headers = []
+        if query.get("format") == ["json"]:
+            stamp = report["generated_at"].replace(":", "").replace("-", "")
+            headers.append((b"content-disposition", f'attachment; filename="stackgate-migration-{stamp}.json"'.encode()))
+        await send_json(send, 200, report, headers)
 
     async def stats(self, scope: Scope, receive: Receive, send: Send) -> None:
         gateway = self.gateway

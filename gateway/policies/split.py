@@ -4,6 +4,8 @@ Sticky without shared state: the backend is chosen by weighted rendezvous
 hashing of the route and the client's sticky key (the consumer id, or the
 ``stackgate_variant`` cookie), so every process chooses alike and a weight
 change moves only the clients that must move. A weight of 0 drains a backend.
+Each answer is counted by endpoint and backend for the migration report
+(``gateway.shadow.endpoints``, ``gateway.shadow.report``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from typing import Any, Optional
 from pydantic import Field, ValidationInfo, field_validator
 
 from gateway import headers as H
+from gateway import metrics
 from gateway.context import SCOPE_KEY, RequestContext, Services
+from gateway.errors import GatewayError
 from gateway.rollout.plan import RolloutPlan, check_route
 from gateway.schema import Schema
 from gateway.types import Receive, Scope, Send
@@ -40,6 +44,9 @@ class SplitSettings(Schema):
     """Run shadow copies to WSGI stacks in a process of their own, at the lowest CPU priority."""
     mirror_duty_cycle: float = Field(0.2, gt=0, le=1)
     """Share of the time that process may spend running copies (it rests after each in proportion); more are skipped."""
+    mirror_noise_share: float = Field(0.05, ge=0, le=1)
+    """Share of mirrored requests also replayed once more on each stack to learn noise, whatever their
+    outcome (pairs that differ on a field not yet settled are always checked; docs/migration.md)."""
 
 
 class RouteSplitFields(Schema):
@@ -51,6 +58,8 @@ class RouteSplitFields(Schema):
     """Send safe requests (GET, HEAD) to the backend that did not serve them too, and compare."""
     mirror_ignore: list[str] = []
     """JSON keys left out of the comparison at any depth (e.g. ``updated_at``)."""
+    mirror_significant: list[str] = []
+    """Fields never treated as noise: a key at any depth (``title``) or a path (``results[].title``)."""
     hide_served_by: bool = False
     """Leave out the ``X-Served-By`` response header."""
     rollout: Optional[RolloutPlan] = None
@@ -67,6 +76,14 @@ class RouteSplitFields(Schema):
                     raise ValueError(f'the weight of "{name}" must be a whole number, 0 (drained) or more')
             if not any(value.values()):
                 raise ValueError("needs at least one positive weight: with every weight 0 no backend could serve")
+        return value
+
+    @field_validator("mirror_significant")
+    @classmethod
+    def _mirror_significant(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if not entry.strip() or entry != entry.strip():
+                raise ValueError(f'"{entry}" is not a field: give a key ("title") or a path ("results[].title")')
         return value
 
     @field_validator("mirror")
@@ -132,14 +149,17 @@ class Split:
     """The ASGI handler of a split route: choose, mark, and (optionally) mirror."""
 
     def __init__(
-        self, route: Any, backends: dict[str, Any], settings: SplitSettings, mirror: Any = None, rollout: Any = None
+        self, route: Any, backends: dict[str, Any], settings: SplitSettings, mirror: Any = None,
+        endpoints: Any = None, rollout: Any = None,
     ) -> None:
         self.route_key = route.label.encode()
+        self.route_label = route.label
         self.backends = {name.encode(): backends[name] for name in route.split}
         self.weights = [(name.encode(), float(weight)) for name, weight in route.split.items()]
         self.override_roles = frozenset(settings.override_roles)
         self.served_by = not route.hide_served_by
         self.mirror = mirror
+        self.endpoints = endpoints
         self.rollout = rollout
         """The route's ``gateway.rollout.manager.RouteRollout``: its weights win over ``split``'s, and it counts answers."""
 
@@ -179,20 +199,24 @@ class Split:
             )
         ctx.backend = name.decode()
         backend = self.backends[name]
-        if self.rollout is not None:
-            await self._measured(scope, receive, send, name, backend)
+        if self.endpoints is None and self.rollout is None:
+            await self._serve(scope, receive, send, name, backend, "")
             return
+        await self._observed(scope, receive, send, name, backend)
 
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, name: bytes, backend: Any, endpoint: str) -> None:
         if self.mirror is not None and scope["method"] in ("GET", "HEAD"):
-            await self.mirror(scope, receive, send, name, backend)
+            await self.mirror(scope, receive, send, name, backend, endpoint)
             return
         await backend(scope, receive, send)
 
-    async def _measured(self, scope: Scope, receive: Receive, send: Send, name: bytes, backend: Any) -> None:
-        """Serve as usual, and count the answer's status and time for the route's rollout."""
+    async def _observed(self, scope: Scope, receive: Receive, send: Send, name: bytes, backend: Any) -> None:
+        """Serve, counting the answer by endpoint for the migration report (``gateway.shadow.report``)
+        and for the route's rollout."""
+        endpoint = self.endpoints.name(scope) if self.endpoints is not None else ""
         status = 0
 
-        async def send_status(message: dict) -> None:
+        async def observe(message: dict) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
@@ -200,16 +224,23 @@ class Split:
 
         started = time.perf_counter()
         try:
-            if self.mirror is not None and scope["method"] in ("GET", "HEAD"):
-                await self.mirror(scope, receive, send_status, name, backend)
-            else:
-                await backend(scope, receive, send_status)
-        except BaseException:
-            status = status or 500  # the edge answers 502 (or closes): a failure of this backend
+            await self._serve(scope, receive, observe, name, backend, endpoint)
+        except GatewayError as exc:  # answered by the edge (a backend's 503 or 504, say)
+            status = status or exc.status
+            raise
+        except Exception:  # the edge answers 500
+            status = status or 500
+            raise
+        except BaseException:  # cancelled (the client left before an answer): not counted
+            status = status or -1
             raise
         finally:
-            if status:
-                self.rollout.observe(name, status, time.perf_counter() - started)
+            if status > 0:
+                elapsed = time.perf_counter() - started
+                if self.endpoints is not None:
+                    metrics.observe_endpoint(self.route_label, endpoint, name.decode(), status, elapsed)
+                if self.rollout is not None:
+                    self.rollout.observe(name, status, elapsed)
 
 
 def wrap(app: Any, route: Any, config: Any, services: Services) -> Any:
@@ -217,21 +248,30 @@ def wrap(app: Any, route: Any, config: Any, services: Services) -> Any:
     if not getattr(route, "split", None):
         return app
     from gateway.policies.mirror import Mirror, MirrorRegistry
+    from gateway.shadow import endpoints as endpoint_names
 
     settings: SplitSettings = config.split
     backends = services.backends
     mirror = None
+    endpoints = endpoint_names.for_route(route, backends)
     if route.mirror:
         if services.mirror is None:
             services.mirror = MirrorRegistry()
         registry = services.mirror
         stats = registry.for_route(route.label, settings.mirror_keep)
+        stats.noise.configure(list(route.split), route.mirror_significant)
         process = shadow_process(services, backends, settings.mirror_duty_cycle) if settings.mirror_process else None
-        mirror = Mirror(route, {name.encode(): backends[name] for name in route.split}, stats, settings.mirror_max_body, process)
+        mirror = Mirror(
+            route, {name.encode(): backends[name] for name in route.split}, stats, settings.mirror_max_body, process,
+            noise_share=settings.mirror_noise_share,
+        )
+    if services.endpoints is None:
+        services.endpoints = {}
+    services.endpoints[route.label] = endpoints
     rollout = follow_rollout(route, config, services)
     if mirror is not None:
         mirror.stats.rollout = rollout  # mirror results count toward the rollout's match-rate gate (None: no plan)
-    return Split(route, backends, settings, mirror, rollout)
+    return Split(route, backends, settings, mirror, endpoints, rollout)
 
 
 def follow_rollout(route: Any, config: Any, services: Services) -> Any:

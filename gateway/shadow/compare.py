@@ -3,7 +3,9 @@
 Bodies are compared when both are JSON of one media type (``mirror_ignore``
 keys left out at any depth) or both empty; any other pair is
 ``not_comparable`` and keeps no body. A mismatch carries a unified diff, cut
-at ``DIFF_MAX_LINES`` or ``DIFF_MAX_BYTES`` and then flagged ``truncated``.
+at ``DIFF_MAX_LINES`` or ``DIFF_MAX_BYTES`` and then flagged ``truncated``,
+and the field paths that differ (``field_differences``), with list indices
+folded, for the noise model (``gateway.shadow.noise``).
 Used by the mirror in the gateway's process and inside the shadow process.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from itertools import chain
 from typing import Any, Iterable, NamedTuple, Optional
 
@@ -18,6 +21,16 @@ from typing import Any, Iterable, NamedTuple, Optional
 DIFF_MAX_LINES = 200
 #: ... and this many bytes (UTF-8): a few screens of the dashboard, 50 of them per route in memory at most.
 DIFF_MAX_BYTES = 16 * 1024
+#: The most field paths one comparison names; beyond it, the rest count as ``OTHER_FIELDS``.
+FIELDS_MAX = 32
+#: A value kept as an example of a field's difference is cut at this many characters.
+VALUE_MAX = 120
+#: Pseudo-fields: the status line, a body that is not JSON, and the paths beyond ``FIELDS_MAX``.
+STATUS_FIELD = "(status)"
+BODY_FIELD = "(body)"
+OTHER_FIELDS = "(other fields)"
+#: The value of a field one side of a pair does not have.
+MISSING = "(missing)"
 #: The last line of a diff that was cut.
 CUT_MARKER = "… diff cut here (more than {lines} lines or {kib} KiB)".format(lines=DIFF_MAX_LINES, kib=DIFF_MAX_BYTES // 1024)
 
@@ -32,6 +45,8 @@ class Mismatch(NamedTuple):
     status: list[int]
     diff: str
     truncated: bool = False
+    fields: dict[str, tuple[str, str]] = {}
+    """Field path -> (served value, other value), each cut at ``VALUE_MAX`` characters (``field_differences``)."""
 
 
 def media_type(content_type: bytes) -> str:
@@ -66,6 +81,63 @@ def _normalise(answer: Answer, ignore: frozenset[str]) -> Any:
         except ValueError:
             pass
     return answer.body.decode("utf-8", "replace")
+
+
+def _short(value: Any) -> str:
+    text = value if value is MISSING else json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return text if len(text) <= VALUE_MAX else text[: VALUE_MAX - 1] + "…"
+
+
+_ID_KEY = re.compile(r"^(\d+|[0-9a-fA-F-]{32,36})$")
+
+
+def _key(key: str) -> str:
+    """A JSON object key as a path segment; keys that are ids fold to ``{id}``, as list indices fold to ``[]``."""
+    return "{id}" if _ID_KEY.match(key) else key
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def field_differences(a: Any, b: Any) -> dict[str, tuple[str, str]]:
+    """Where two JSON values differ, as field paths (``results[].created_at``: list indices folded)
+    -> the first pair of differing values seen there; at most ``FIELDS_MAX`` paths, then ``OTHER_FIELDS``.
+
+    A key present on one side only differs at its path (the other value ``MISSING``); lists
+    of different lengths differ at the list's own path, and their common items are compared too.
+    """
+    out: dict[str, tuple[str, str]] = {}
+
+    def note(path: str, x: Any, y: Any) -> None:
+        path = path or "(root)"
+        if path not in out:
+            if len(out) >= FIELDS_MAX:
+                path = OTHER_FIELDS
+                if path in out:
+                    return
+            out[path] = (_short(x), _short(y))
+
+    def walk(path: str, x: Any, y: Any) -> None:
+        if isinstance(x, dict) and isinstance(y, dict):
+            for key in x.keys() | y.keys():
+                sub = _join(path, _key(str(key)))
+                if key not in y:
+                    note(sub, x[key], MISSING)
+                elif key not in x:
+                    note(sub, MISSING, y[key])
+                else:
+                    walk(sub, x[key], y[key])
+        elif isinstance(x, list) and isinstance(y, list):
+            if len(x) != len(y):
+                note(path, f"{len(x)} items", f"{len(y)} items")
+            for xi, yi in zip(x, y):
+                walk(path + "[]", xi, yi)
+        elif x != y or type(x) is not type(y):
+            note(path, x, y)
+
+    walk("", a, b)
+    return out
 
 
 def _render(value: Any) -> list[str]:
@@ -119,7 +191,15 @@ def compare(served: Answer, other: Answer, ignore: frozenset[str], served_name: 
         n=2,
     )
     text, truncated = capped(diff)
-    return Mismatch([served.status, other.status], text, truncated)
+    fields = {}
+    if served.status != other.status:
+        fields[STATUS_FIELD] = (str(served.status), str(other.status))
+    if a != b:
+        if isinstance(a, str) or isinstance(b, str):  # a body that is not JSON: compared whole
+            fields[BODY_FIELD] = (_short(a), _short(b))
+        else:
+            fields.update(field_differences(a, b))
+    return Mismatch([served.status, other.status], text, truncated, fields)
 
 
 def status_mismatch(served: Answer, other: Answer, served_name: str, other_name: str) -> Mismatch:
@@ -129,7 +209,7 @@ def status_mismatch(served: Answer, other: Answer, served_name: str, other_name:
 
     diff = difflib.unified_diff(head(served), head(other), fromfile=served_name, tofile=other_name, lineterm="", n=2)
     text, truncated = capped(chain(diff, ["(bodies not compared: not JSON of one media type)"]))
-    return Mismatch([served.status, other.status], text, truncated)
+    return Mismatch([served.status, other.status], text, truncated, {STATUS_FIELD: (str(served.status), str(other.status))})
 
 
 def outcome(served: Answer, other: Optional[Answer], ignore: frozenset[str], served_name: str, other_name: str) -> tuple:
@@ -143,6 +223,31 @@ def outcome(served: Answer, other: Optional[Answer], ignore: frozenset[str], ser
         return ("not_comparable",)
     mismatch = compare(served, other, ignore, served_name, other_name)
     return ("match",) if mismatch is None else ("mismatch", mismatch)
+
+
+class Check(NamedTuple):
+    """Ask for a copy to be checked for noise (``gateway.shadow.noise``): replayed once more on its
+    stack (and ``served_app``, when set, on the serving stack) and each second answer compared with the first."""
+
+    settled: Optional[frozenset] = None
+    """Check only when the pair differs on a field outside this set; None: whatever the outcome."""
+    served_app: Optional[str] = None
+
+    def wanted(self, result: tuple) -> bool:
+        if result[0] not in ("match", "mismatch"):  # nothing to learn from a pair that was not compared
+            return False
+        if self.settled is None:
+            return True
+        return result[0] == "mismatch" and any(f not in self.settled for f in result[1].fields)
+
+
+def self_fields(first: Optional[Answer], second: Optional[Answer], ignore: frozenset[str]) -> Optional[dict[str, tuple[str, str]]]:
+    """The fields two answers of one stack to one request differ on (``{}``: none); None when they
+    cannot be compared (a body over the limit, not JSON of one media type)."""
+    if first is None or second is None or not comparable(first, second):
+        return None
+    result = compare(first, second, ignore, "first", "second")
+    return {} if result is None else result.fields
 
 
 def content_type(headers: Any) -> bytes:

@@ -26,7 +26,7 @@ import sys
 import time
 from typing import Any, Optional
 
-from gateway.shadow.compare import Answer, content_type, outcome
+from gateway.shadow.compare import Answer, content_type, outcome, self_fields
 
 logger = logging.getLogger("stackgate.mirror")
 
@@ -73,10 +73,32 @@ def _call(name: str, environ: dict, limit: int) -> tuple[int, list[tuple[bytes, 
     return int(head["status"].split(" ", 1)[0]), headers, None if size > limit else b"".join(chunks)
 
 
-def _run(name: str, environ: dict, limit: int, served: Answer, ignore: frozenset, served_name: str) -> tuple:
-    status, headers, body = _call(name, environ, limit)
-    other = None if body is None else Answer(status, content_type(headers), body)
-    return outcome(served, other, ignore, served_name, name)
+def _answer(name: str, environ: dict, limit: int) -> Optional[Answer]:
+    status, headers, body = _call(name, dict(environ), limit)
+    return None if body is None else Answer(status, content_type(headers), body)
+
+
+def _run(name: str, environ: dict, limit: int, served: Answer, ignore: frozenset, served_name: str, check: Any = None) -> Any:
+    """A copy's outcome; with ``check`` (``Check``), ``(outcome, {backend: differing fields})``."""
+    other = _answer(name, environ, limit)
+    result = outcome(served, other, ignore, served_name, name)
+    if check is None:
+        return result
+    checks: dict[str, Any] = {}
+    if other is not None and check.wanted(result):
+        checks[name] = _check(name, environ, limit, other, ignore)
+        if check.served_app is not None:
+            checks[served_name] = _check(check.served_app, environ, limit, served, ignore)
+    return result, checks
+
+
+def _check(name: str, environ: dict, limit: int, first: Answer, ignore: frozenset) -> Any:
+    """The fields a second answer of ``name`` differs from ``first`` on; None if it failed (the copy it checks stands)."""
+    try:
+        return self_fields(first, _answer(name, environ, limit), ignore)
+    except Exception:
+        logger.exception("a noise check on %s failed", name)
+        return None
 
 
 def _read_frame(stream: Any) -> Any:
@@ -144,6 +166,8 @@ def main(apps: dict[str, str], fd: int) -> None:
                 outcome = _run(*job)
             except Exception as exc:  # the app failed on the copy: reported, the process goes on
                 outcome = ("error", repr(exc))
+                if len(job) > 6:
+                    outcome = (outcome, {})
             _write_frame(wfile, (seq, outcome))
             # Rest so that copies run at most duty_cycle of the time: even at the lowest priority a
             # copy running beside a client's request slows it (shared caches, a shared host).
@@ -270,14 +294,17 @@ class ShadowProcess:
         except RuntimeError:
             pass
 
-    async def run(self, name: str, environ: dict, limit: int, served: Answer, ignore: frozenset, served_name: str) -> tuple:
+    async def run(self, name: str, environ: dict, limit: int, served: Answer, ignore: frozenset, served_name: str, check: Any = None) -> Any:
         """Run one copy and compare it with ``served``: ``("match",)``, ``("mismatch", Mismatch)``,
-        ``("skipped",)`` (its body is over ``limit``) or ``("error", message)``."""
+        ``("skipped",)`` (its body is over ``limit``) or ``("error", message)``. With ``check``
+        (``gateway.shadow.compare.Check``): ``(outcome, {backend: fields its second answer differed on})``,
+        the checks run in this process too, within the duty cycle."""
         writer = await self._channel()
         self._seq += 1
         seq = self._seq
         portable = {k: v for k, v in environ.items() if k not in _UNPICKLABLE}
-        payload = pickle.dumps((seq, self.duty_cycle, (name, portable, limit, served, ignore, served_name)), pickle.HIGHEST_PROTOCOL)
+        job = (name, portable, limit, served, ignore, served_name) + ((check,) if check is not None else ())
+        payload = pickle.dumps((seq, self.duty_cycle, job), pickle.HIGHEST_PROTOCOL)
         future = asyncio.get_running_loop().create_future()
         self._pending[seq] = future
         writer.write(len(payload).to_bytes(4, "big") + payload)

@@ -136,6 +136,10 @@ def test_the_admin_api_acts_for_admins_only_and_check_tells_what_an_edit_does(tm
         assert (promoted["status"], promoted["percent"]) == ("completed", 100)
         assert httpx.post(url + "resume", headers=ADMIN).status_code == 409
         assert httpx.post(url + "abort", headers=ADMIN).json()["status"] == "aborted"
+        # The migration report carries the same rollout, history included.
+        report = httpx.get(server.url + "/_stackgate/migration", headers=ADMIN).json()
+        reported = {r["route"]: r["rollout"] for r in report["routes"]}["api"]
+        assert reported["status"] == "aborted" and [e["action"] for e in reported["history"]][-2:] == ["promote", "abort"], reported
         assert httpx.post(url + "resume", headers=ADMIN).json()["percent"] == 10
         window = rollout(server.url)["state"]["window"]
 

@@ -333,6 +333,11 @@ function mismatchView(route, m, index) {
         typeof m.shadow_ms === "number" ? ` · shadow ${m.shadow_ms} ms` : "",
         m.time ? ` · ${m.time}` : "",
         m.truncated === true ? " · diff cut (too long to keep whole)" : ""),
+      Array.isArray(m.fields) && m.fields.length
+        ? h("span", { class: "mismatch-fields", testid: `mirror-${route}-mismatch-${index}-fields` },
+          `differs on ${m.fields.join(", ")}`,
+          Array.isArray(m.noise_fields) && m.noise_fields.length ? h("span", { class: "muted" }, ` (and noise: ${m.noise_fields.join(", ")})`) : null)
+        : null,
       m.request_id ? h("span", { class: "request-id muted" }, `request ${m.request_id}`) : null),
     diffView(m.diff, `mirror-${route}-diff-${index}`, m.truncated === true));
 }
@@ -359,10 +364,43 @@ function mirrorCard(route, stats) {
     h("dl", { class: "classes" }, figures.map((f) =>
       h("div", { class: f === "mismatches" && stats[f] ? "bad" : null },
         h("dt", {}, f.replace("_", " ")), h("dd", { testid: `mirror-${route}-${f}` }, count(stats[f] || 0))))),
+    fieldsView(route, stats.fields),
     shown.length
       ? [h("h4", {}, `Latest mismatches${recent.length > shown.length ? ` (${shown.length} of ${recent.length})` : ""}`),
         h("ol", { class: "mismatches" }, shown.map((m, i) => mismatchView(route, m, i)))]
       : h("p", { class: "empty" }, "No mismatches recorded."));
+}
+
+// Per-field differences (gateway/shadow/noise.py): noise is left out of the match rate.
+const MAX_FIELDS = 12;
+
+function fieldExample(example) {
+  if (!example) return "";
+  const values = Array.isArray(example.values) ? example.values.join(" → ") : "";
+  return `${example.pair || ""}${example.path ? ` · ${example.path}` : ""}: ${values}`;
+}
+
+function fieldsView(route, fields) {
+  const names = Object.keys(fields || {}).slice(0, MAX_FIELDS);
+  if (!names.length) return null;
+  return [h("h4", {}, "Differing fields"),
+    h("div", { class: "table-wrap fields-wrap" },
+      h("table", { class: "fields", testid: `mirror-${route}-fields` },
+        h("thead", {}, h("tr", {}, ["Field", "Verdict", "Cross-stack", "Same stack twice", "Example"].map((t) => h("th", { scope: "col" }, t)))),
+        h("tbody", {}, names.map((name) => {
+          const f = fields[name];
+          // Per stack: second answers that differed / checks that looked at the field.
+          const checks = f.self_checks || {};
+          const selfCounts = Object.keys(checks).sort().map((b) => `${b} ${count((f.self_differences || {})[b] || 0)}/${count(checks[b])}`).join(" · ");
+          const examples = f.examples || [];
+          return h("tr", { testid: `mirror-${route}-field-${name}`, "data-verdict": f.verdict },
+            h("td", {}, h("code", {}, name)),
+            h("td", {}, h("span", { class: `verdict ${f.verdict}`, testid: `mirror-${route}-field-${name}-verdict` }, f.verdict),
+              f.significant ? h("span", { class: "muted" }, " significant") : null),
+            h("td", { class: "num" }, count(f.cross_differences)),
+            h("td", {}, selfCounts || "–"),
+            h("td", { class: "example" }, h("code", {}, fieldExample(examples[examples.length - 1]))));
+        }))))];
 }
 
 function renderMirror(mirror) {
