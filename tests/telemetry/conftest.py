@@ -103,8 +103,8 @@ def receiver() -> Iterator[OTLPReceiver]:
         server.stop()
 
 
-def start_gateway(tmp_path: Path, workers: int = 2, **telemetry) -> GatewayProcess:
-    """``stackgate run --workers 2`` with the test stacks and a ``[telemetry]`` table."""
+def start_gateway(tmp_path: Path, workers: int = 2, more: str = "", **telemetry) -> GatewayProcess:
+    """``stackgate run --workers 2`` with the test stacks, ``more`` tables and a ``[telemetry]`` table."""
     config = tmp_path / "config.toml"
-    config.write_text(STACKS + telemetry_toml(**telemetry))
+    config.write_text(STACKS + more + telemetry_toml(**telemetry))
     return GatewayProcess(config, base_env(STACKGATE_DATA_DIR=str(tmp_path)), workers=workers).start(90)

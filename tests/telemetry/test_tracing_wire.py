@@ -137,6 +137,27 @@ def test_split_mirror_and_asgi_backends_have_their_spans(gateway, receiver):
     assert given is not None and given.groups() == (root.trace_id, only(spans, "backend aecho").span_id)
 
 
+def test_a_mirror_copy_in_the_gateways_process_has_the_backend_call_under_it(tmp_path, receiver):
+    server = start_gateway(tmp_path, more="\n[split]\nmirror_process = false\n", endpoint=receiver.endpoint)
+    try:
+        split = httpx.get(server.url + "/ab/item", timeout=30)
+        assert split.status_code == 200
+        root, _ = whole_trace(receiver, split, {"split", "run"})
+        other = {"a": "b", "b": "a"}[root.attributes["stackgate.backend"]]
+        receiver.wait_for(lambda s: any(x.trace_id == root.trace_id and x.name == f"backend {other}" for x in s), what="the copy's spans")
+        spans = receiver.trace(root.trace_id)
+        mirror = only(spans, f"mirror {other}")
+        assert mirror.parent_id == root.span_id
+        # The copy (and the noise model's replays, docs/migration.md) call the backends under the mirror span.
+        served = only([s for s in spans if s.parent_id == root.span_id and s.name.startswith("backend ")], f"backend {root.attributes['stackgate.backend']}")
+        copies = [s for s in spans if s.name.startswith("backend ") and s is not served]
+        assert any(s.name == f"backend {other}" for s in copies)
+        assert {s.parent_id for s in copies} == {mirror.span_id}
+    finally:
+        server.stop()
+        print(server.log()[-4000:])
+
+
 def test_the_trace_id_is_in_every_log_line_of_the_request(gateway, receiver):
     with httpx.Client(base_url=gateway.url, timeout=30) as client:
         echo = client.get("/echo/logged")
