@@ -37,7 +37,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from gateway import headers as H
-from gateway import logs, metrics, reload
+from gateway import logs, metrics, reload, telemetry
 from gateway.edge import settings as server_settings
 from gateway.admin import AdminApp
 from gateway.backends import build_backend
@@ -360,10 +360,13 @@ class Gateway(Starlette):
         )
         self.router = GatewayRouter(self, lifespan=self._lifespan)
         self.freeze_gc = freeze_gc
+        self.tracing = telemetry.install(config)  # [telemetry]: before the stacks are imported; None when off
         self.services = Services(backends={name: build_backend(name, cfg) for name, cfg in config.backends.items()})
         self.user_routes = tuple(routes)
         self._edge: Optional[Edge] = None
         self._outer: list[Callable[[ASGIApp], ASGIApp]] = []
+        if self.tracing is not None:
+            self._outer.append(self.tracing.server_layer(self))
         self.compiled = compile_config(config, self.services, self.user_routes, _ToEdge(self))
         self.admin = AdminApp(self)
         self._sampler: Optional[asyncio.Task] = None
@@ -426,6 +429,7 @@ class Gateway(Starlette):
                 )
                 problems.append(f"{loc}: {', '.join(changed)} changed; a restart is needed to rebuild a backend")
         problems.extend(server_settings.restart_needed(self.compiled.config.server, config.server, config.source))
+        problems.extend(telemetry.restart_needed(self.compiled.config.telemetry, config.telemetry, config.source))
         if _middleware_key(config) != _middleware_key(self.compiled.config):
             problems.append(f"{config.source}: gateway.middleware: changed; a restart is needed to rebuild the middleware")
         return problems
@@ -433,6 +437,8 @@ class Gateway(Starlette):
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Any) -> AsyncIterator[None]:
         services = self.services
+        if self.tracing is not None:
+            self.tracing.start()  # the export thread: in this worker, after the fork
         for backend in services.backends.values():
             await backend.startup()
         if services.shadow_process is not None:
@@ -466,6 +472,8 @@ class Gateway(Starlette):
                 await backend.shutdown()
             if services.throttle is not None:
                 await services.throttle.aclose()
+            if self.tracing is not None:
+                await asyncio.to_thread(self.tracing.shutdown)  # bounded by export_timeout
             metrics.mark_process_dead(os.getpid())
             logs.flush()
 

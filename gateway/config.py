@@ -35,6 +35,7 @@ from gateway.policies.throttle import ThrottleSettings
 from gateway.policies.versions import VersionConfig
 from gateway.routing import RouteFields
 from gateway.schema import ByteSize, Schema, format_loc
+from gateway.telemetry import TelemetrySettings
 
 DEFAULT_PATH = "config.toml"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -139,6 +140,7 @@ class Config(Schema):
     throttle: ThrottleSettings = ThrottleSettings()
     split: SplitSettings = SplitSettings()
     server: ServerSettings = ServerSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
     source: str = "<memory>"
     digest: str = ""
 
@@ -296,7 +298,9 @@ def _validate(data: dict, problems: _Problems) -> Optional[Config]:
     throttle = _model(ThrottleSettings, data.get("throttle", {}), ("throttle",), problems)
     split = _model(SplitSettings, data.get("split", {}), ("split",), problems)
     server = _model(ServerSettings, data.get("server", {}), ("server",), problems, {"environ": problems.environ})
-    if problems.items or gateway is None or auth is None or throttle is None or split is None or server is None:
+    telemetry = _model(TelemetrySettings, data.get("telemetry", {}), ("telemetry",), problems)
+    _check_telemetry(telemetry, backends, problems)
+    if problems.items or gateway is None or auth is None or throttle is None or split is None or server is None or telemetry is None:
         _check_references(data, routes, problems)
         return None
     routes = [resolve_auth(route, auth) for route in routes]
@@ -310,12 +314,25 @@ def _validate(data: dict, problems: _Problems) -> Optional[Config]:
         throttle=throttle,
         split=split,
         server=server,
+        telemetry=telemetry,
     )
     _check_references(data, routes, problems)
     return config
 
 
-_TOP_LEVEL = ("gateway", "backends", "versions", "routes", "auth", "consumers", "throttle", "split", "server")
+def _check_telemetry(telemetry: Optional[TelemetrySettings], backends: dict[str, Any], problems: _Problems) -> None:
+    """``instrument = ["django"]`` needs Django's settings module before the stack is imported."""
+    if telemetry is None or "django" not in telemetry.instrument or problems.environ.get("DJANGO_SETTINGS_MODULE"):
+        return
+    if not any(getattr(b, "django_settings", None) for b in backends.values()):
+        problems.add(
+            ("telemetry", "instrument"),
+            '"django" needs a wsgi backend with django_settings (e.g. django_settings = "mysite.settings"), '
+            "or DJANGO_SETTINGS_MODULE in the environment",
+        )
+
+
+_TOP_LEVEL = ("gateway", "backends", "versions", "routes", "auth", "consumers", "throttle", "split", "server", "telemetry")
 EMPTY = "the file has no settings; a config needs at least one [[routes]] table and the backends it names"
 NO_ROUTES = "no [[routes]] table: the gateway would answer every request with 404; add one"
 

@@ -30,6 +30,9 @@ API_KEY = b"x-api-key"
 WWW_AUTHENTICATE = b"www-authenticate"
 CONNECTION = b"connection"
 ACCEPT_ENCODING = b"accept-encoding"
+TRACEPARENT = b"traceparent"
+"""W3C trace context (``[telemetry]``): the gateway's own replaces the client's on the way to a backend."""
+TRACESTATE = b"tracestate"
 
 #: What the gateway tells a remote ``http`` upstream about the request, from what it resolved.
 X_FORWARDED_FOR = b"x-forwarded-for"

@@ -9,9 +9,14 @@ import os
 import sys
 import threading
 import time
+from typing import Callable, Optional
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "color_message"}
 """Record attributes that are not a line's fields (uvicorn adds ``color_message`` for its terminal format)."""
+
+
+context_fields: "Callable[[], Optional[dict]] | None" = None
+"""Fields every line of a request gets (``trace_id``, ``span_id``): set by ``gateway.telemetry`` when tracing is on."""
 
 
 class Logged(Exception):
@@ -88,6 +93,8 @@ class JSONFormatter(logging.Formatter):
             "message": record.getMessage(),
             "pid": self.pid,
         }
+        if context_fields is not None and (extra := context_fields()):
+            data.update(extra)
         for key, value in record.__dict__.items():
             if key not in _STANDARD:
                 data[key] = value
@@ -189,6 +196,8 @@ def access(fields: dict) -> None:
     """
     if not _access_logger.isEnabledFor(logging.INFO):
         return
+    if context_fields is not None and (extra := context_fields()):
+        fields.update(extra)
     handler = _access_handler
     if handler is not None and not _access_logger.handlers and _stackgate_logger.handlers == [handler]:
         handler.add(handler.formatter.line("stackgate.access", "request", fields))

@@ -82,6 +82,12 @@ REBALANCED = Counter(
     "stackgate_connections_rebalanced",
     "Keep-alive connections a worker closed (Connection: close) because it held more than its share (--workers N).",
 )
+TRACE_SPANS_EXPORTED = Counter("stackgate_trace_spans_exported", "Spans the OTLP endpoint took ([telemetry]).")
+TRACE_SPANS_DROPPED = Counter(
+    "stackgate_trace_spans_dropped",
+    "Spans not exported ([telemetry]): queue_full (the export queue was full), export_failed (the OTLP endpoint did not take them).",
+    ["reason"],
+)
 RELOADS = Counter("stackgate_config_reloads", "Config reloads by result (applied, invalid, restart_required).", ["result"])
 
 # OpenID Connect keys and token introspection (gateway.policies.auth.jwks, .introspection), by [auth.jwt.NAME].

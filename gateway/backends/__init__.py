@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway import telemetry
 from gateway.backends.asgi import ASGIBackend, ASGIBackendConfig
 from gateway.backends.http import HTTPBackend, HTTPBackendConfig
 from gateway.backends.static import StaticBackend, StaticBackendConfig
@@ -22,5 +23,5 @@ KINDS: dict[str, tuple[type, type]] = {
 
 
 def build_backend(name: str, config: Any) -> Any:
-    """Instantiate the backend for a validated config (imports the app)."""
-    return KINDS[config.kind][1](name, config)
+    """Instantiate the backend for a validated config (imports the app); traced with ``[telemetry]`` on."""
+    return telemetry.backend_class(KINDS[config.kind][1])(name, config)

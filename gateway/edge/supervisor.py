@@ -391,6 +391,10 @@ def _preload(config: Config, modules: Sequence[str] = ()) -> None:
         loaded = load_config()
     except ConfigError:
         loaded = None
+    if loaded is not None:
+        from gateway import telemetry
+
+        telemetry.install(loaded)  # [telemetry]: the stacks' instrumentation, before they are imported; no thread
     for backend in loaded.backends.values() if loaded is not None else ():
         if getattr(backend, "kind", None) in ("wsgi", "asgi"):
             try:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Callable, Optional
 
+from gateway import telemetry
 from gateway.context import SCOPE_KEY, Services
 
 ENTRY_POINT_GROUP = "stackgate.policies"
@@ -109,8 +110,12 @@ def _builtin_keys(policies: list[Policy]) -> set[str]:
 
 def build_chain(app: Any, route: Any, config: Any, services: Services) -> Any:
     """``app`` behind the route's policies, the first in order outermost."""
+    traced = telemetry.policy_tracer()  # None with tracing off: the chain is exactly the policies
     for policy in reversed(registry()):
-        app = policy.build(app, route, config, services)
+        if traced is None:
+            app = policy.build(app, route, config, services)
+        else:
+            app = traced(policy.name, policy.build, app, route, config, services)
     return app
 
 

@@ -19,7 +19,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from gateway import metrics
+from gateway import metrics, telemetry
 from gateway.context import SCOPE_KEY
 from gateway.backends.wsgi import make_environ
 from gateway.shadow.compare import Answer, Check, Mismatch, content_type, outcome, self_fields
@@ -146,7 +146,8 @@ class Mirror:
                 self.stats.record("skipped")
                 continue
             self.in_flight[other_name] = running + 1
-            task = asyncio.ensure_future(self._shadow(shadow_scope, name, primary, other_name, other, endpoint))
+            shadow = self._shadow(shadow_scope, name, primary, other_name, other, endpoint)
+            task = asyncio.ensure_future(telemetry.mirror_copy(shadow, self.route_label, other_name))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
 
