@@ -15,13 +15,15 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 from urllib.parse import quote
 
-import httpx
 
 from gateway import metrics
 from gateway.policies.auth.identity import BadCredentials
+
+if TYPE_CHECKING:
+    import httpx  # imported where used: a config without remote keys never loads it
 
 logger = logging.getLogger("stackgate.auth")
 
@@ -42,6 +44,8 @@ class Introspector:
         self._endpoint = endpoint  # the configured URL, or the one discovery found
         secret = config.client_secret.get_secret_value()
         # RFC 6749 §2.3.1: the client id and secret are form-encoded before Basic's base64.
+        import httpx
+
         self.auth = httpx.BasicAuth(quote(config.client_id, safe=""), quote(secret, safe=""))
         self.cache: OrderedDict[bytes, tuple[float, Optional[dict[str, Any]]]] = OrderedDict()
         self._pending: dict[bytes, asyncio.Future] = {}
@@ -53,6 +57,8 @@ class Introspector:
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop or self._pid != os.getpid():
             self._pid, self._loop = os.getpid(), loop
+            import httpx
+
             self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.config.timeout), follow_redirects=False, trust_env=False)
             self._pending = {}
         return self._client
@@ -94,6 +100,8 @@ class Introspector:
         if endpoint is None:
             metrics.INTROSPECTIONS.labels(self.name, "error").inc()
             raise BadCredentials(ERR_NO_ENDPOINT)
+        import httpx
+
         try:
             response = await client.post(
                 endpoint,

@@ -18,14 +18,16 @@ import logging
 import os
 import re
 import time
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 from urllib.parse import urlsplit
 
-import httpx
 import jwt
 from jwt import PyJWK
 
 from gateway import metrics
+
+if TYPE_CHECKING:
+    import httpx  # imported where used: a config without remote keys never loads it
 
 logger = logging.getLogger("stackgate.auth")
 
@@ -172,6 +174,8 @@ class RemoteKeys:
         if self._loop is loop and self._pid == os.getpid():
             return
         self._pid, self._loop = os.getpid(), loop
+        import httpx
+
         self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout), follow_redirects=False, trust_env=False)
         self._inflight = None
         self._wake = asyncio.Event()
@@ -296,6 +300,8 @@ class RemoteKeys:
         return jwks_uri
 
     async def _get(self, url: str, what: str) -> tuple[Any, httpx.Headers]:
+        import httpx
+
         try:
             async with self.client.stream("GET", url, headers={"accept": "application/json"}) as response:
                 body = bytearray()
