@@ -110,3 +110,20 @@ def test_a_config_without_an_http_backend_never_loads_httpx():
     result = subprocess.run([sys.executable, "-c", code, str(ROOT / "config.toml")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_a_config_without_redis_never_loads_redis_py():
+    """Neither the throttle's memory storage nor anything else of the default config loads redis-py
+    (which in turn loads OpenTelemetry's SDK where it is installed): the workers inherit what the supervisor imports."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from gateway.config import load_config; from gateway.app import create_app; "
+        "create_app(load_config(sys.argv[1])); print('redis' in sys.modules, 'opentelemetry' in sys.modules)"
+    )
+    from tests.services import ROOT
+
+    result = subprocess.run([sys.executable, "-c", code, str(ROOT / "config.toml")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "False False"

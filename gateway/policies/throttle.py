@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
 import limits
-import redis.asyncio
 from limits.aio import strategies
 from limits.aio.storage import MemoryStorage, RedisClusterStorage, RedisSentinelStorage, RedisStorage, Storage
 from pydantic import Field, field_validator
@@ -28,7 +27,7 @@ from pydantic import Field, field_validator
 from gateway import metrics
 from gateway.context import SCOPE_KEY, RequestContext, Services
 from gateway.errors import GatewayError
-from gateway.storage.redis_window import RedisWindow, WindowState
+from gateway.storage import WindowState
 from gateway.schema import Schema
 from gateway.types import Receive, Scope, Send
 
@@ -251,6 +250,8 @@ def build_storage(settings: ThrottleSettings) -> Storage:
             "async+" + settings.storage, implementation="redispy", key_prefix=settings.key_prefix,
             wrap_exceptions=True, **timeouts,
         )
+    import redis.asyncio  # here: a config without Redis never loads redis-py
+
     # redis-py's default pool raises once 100 commands are in flight, which would read as an outage
     # (and open the throttle for a second) under a burst: a blocking pool makes the burst wait instead.
     pool = redis.asyncio.BlockingConnectionPool.from_url(
@@ -282,6 +283,8 @@ class Limiter:
         self.storage = build_storage(settings)
         self.strategy = STRATEGIES[settings.strategy](self.storage)
         one_trip = isinstance(self.storage, RedisStorage) and settings.strategy == "sliding-window-counter"
+        if one_trip:
+            from gateway.storage.redis_window import RedisWindow
         direct = not isinstance(self.storage, (RedisSentinelStorage, RedisClusterStorage))
         self.window = (
             RedisWindow(self.storage, REDIS_TIMEOUT_SECONDS, direct=direct, one_slot=isinstance(self.storage, RedisClusterStorage),

@@ -17,10 +17,12 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from typing import Any, NamedTuple, Optional
+from typing import Any, Optional
 
 import limits
 from redis.exceptions import NoScriptError, ResponseError
+
+from gateway.storage import WindowState
 
 SCRIPT = """
 -- KEYS: previous, current window key of each rate; ARGV: cost, then limit and expiry (s) of each rate.
@@ -68,14 +70,6 @@ return table.concat(out, ' ')
 
 CLIENT_DEADLINE_TRIES = 10
 """Through redis-py's client (Sentinel, Cluster), a call may take this many timeouts: its retries included."""
-
-
-class WindowState(NamedTuple):
-    """One rate's answer: whether it let the request through, what is left, when the next unit frees (epoch s)."""
-
-    allowed: bool
-    remaining: int
-    reset: float
 
 
 def window_state(item: limits.RateLimitItem, allowed: int, previous_count: int, previous_ttl_ms: int,
