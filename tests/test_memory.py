@@ -127,3 +127,18 @@ def test_a_config_without_redis_never_loads_redis_py():
     result = subprocess.run([sys.executable, "-c", code, str(ROOT / "config.toml")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "False False"
+
+
+def test_a_stacks_wsgi_module_does_not_import_the_gateway():
+    """The demo stacks apply their embedded schema through ``gateway.migrations``; that must not pull in
+    the gateway itself (``import gateway`` loads its names lazily), or nginx -> gunicorn in bench/ carries it."""
+    import subprocess
+    import sys
+
+    code = "import sys; import backends.flask_site.wsgi; print('gateway.app' in sys.modules, 'gateway.config' in sys.modules)"
+    from tests.services import ROOT
+
+    env = {k: v for k, v in __import__("os").environ.items() if k != "DATABASE_URL"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "False False"
