@@ -79,7 +79,10 @@ def _gunicorn(ctx: Context, stack: Stack, port: int) -> ProcSpec:
         "gunicorn",
         [ctx.python, "-m", "gunicorn", "--workers", str(WORKERS), "--worker-class", "sync",
          "--bind", f"127.0.0.1:{port}", "--log-level", "warning", stack.app],
-        {**ctx.env, "SCRIPT_NAME": stack.prefix},  # gunicorn moves the prefix from PATH_INFO to SCRIPT_NAME
+        # gunicorn moves the prefix from PATH_INFO to SCRIPT_NAME. The bench migrated the database before
+        # anything starts (bench.seed.prepare): a stack's deployment of its own runs no migrations on import
+        # (the demo's Flask stack would otherwise load Django to apply the embedded schema).
+        {**ctx.env, "SCRIPT_NAME": stack.prefix, "STACKGATE_MIGRATE": "0"},
         Ready(port, probe),
     )
 
