@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SECRET = "test-secret-for-hs256-0123456789abcdef"
 HS_ISS = "https://hs.example"
 RS_ISS = "https://rs.example"
+KC_ISS = "https://sso.example/realms/corp"
 AUDIENCE = "stackgate-tests"
 # One header per scheme (a browser reads one challenge per header); httpx joins them with ", ".
 CHALLENGE_HEADERS = ['Bearer realm="stackgate"', 'Basic realm="stackgate"', 'ApiKey realm="stackgate", header="X-API-Key"']
@@ -86,6 +87,12 @@ issuer = "{RS_ISS}"
 algorithms = ["RS256", "ES256"]
 jwks_file = "{keys.jwks_file}"
 roles_claim = "groups"
+
+[auth.jwt.keycloak]
+issuer = "{KC_ISS}"
+algorithms = ["RS256"]
+jwks_file = "{keys.jwks_file}"
+roles_claim = "realm_access.roles"
 
 [consumers.alice]
 roles = ["user"]
@@ -392,6 +399,18 @@ async def test_rs256_and_es256_from_the_jwks(client, keys):
     assert_identified(await client.get("/v1/x", headers=bearer(rs_token(keys, sub="dave", groups=["user"]))), "dave", "user", "jwt")
     token = rs_token(keys, key=keys.ec, kid="ec1", alg="ES256", sub="erin", groups=["user"])
     assert_identified(await client.get("/v1/x", headers=bearer(token)), "erin", "user", "jwt")
+
+
+async def test_roles_from_a_nested_claim(client, keys):
+    """Keycloak's realm roles: ``roles_claim = "realm_access.roles"`` reads the nested list."""
+    token = rs_token(keys, iss=KC_ISS, sub="kim", realm_access={"roles": ["user", "offline_access"]})
+    assert_identified(await client.get("/v1/x", headers=bearer(token)), "kim", "offline_access,user", "jwt")
+    # The same list at the top level is not where this issuer keeps roles: no role, 403.
+    flat = rs_token(keys, iss=KC_ISS, sub="kim", roles=["user"])
+    assert (await client.get("/v1/x", headers=bearer(flat))).status_code == 403
+    # A path through something that is not an object finds nothing.
+    odd = rs_token(keys, iss=KC_ISS, sub="kim", realm_access=["user"])
+    assert (await client.get("/v1/x", headers=bearer(odd))).status_code == 403
 
 
 async def test_lower_case_scheme_and_extra_spaces(client):

@@ -123,6 +123,19 @@ def load_jwks(value: str, path: Path, algorithms: list[str]) -> JwksFile:
     return result
 
 
+def claim_value(claims: dict[str, Any], name: str) -> Any:
+    """The claim ``name``; when no claim has that name, a dotted path into nested objects
+    (Keycloak's ``realm_access.roles``, ``resource_access.CLIENT.roles``). None when absent."""
+    if name in claims:
+        return claims[name]
+    value: Any = claims
+    for part in name.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
 class Issuer:
     """One configured issuer, ready to verify."""
 
@@ -199,7 +212,7 @@ class Issuer:
         if not isinstance(name, str) or not TOKEN_IDENTITY.match(name):
             reason = f'its "{claim}" claim must be a printable ASCII string of at most 256 characters'
             raise BadCredentials(ERR_TOKEN.format(reason=reason))
-        raw = claims.get(self.config.roles_claim)
+        raw = claim_value(claims, self.config.roles_claim)
         if isinstance(raw, str):
             raw = raw.split()
         roles = frozenset(r for r in raw if isinstance(r, str) and ROLE.match(r)) if isinstance(raw, list) else frozenset()

@@ -166,7 +166,8 @@ class JwtIssuerConfig(Schema):
     identity_claim: str = Field("sub", min_length=1)
     """Claim holding the identity (a printable ASCII string of at most 256 characters)."""
     roles_claim: str = Field("roles", min_length=1)
-    """Claim holding the roles: a list of strings, or one space-separated string."""
+    """Claim holding the roles: a list of strings, or one space-separated string. A name no claim
+    has is read as a dotted path into nested claims (Keycloak: ``realm_access.roles``)."""
 
     @field_validator("algorithms")
     @classmethod
