@@ -41,7 +41,7 @@ STRATEGIES = {
 }
 STORE_RETRY_SECONDS = 1.0
 REDIS_TIMEOUT_SECONDS = 0.5
-"""How long Redis may take to connect or to answer a command before it counts as unreachable."""
+"""The default ``store_timeout``: how long Redis may take to connect or to answer before it counts as unreachable."""
 REDIS_MAX_CONNECTIONS = 64
 """Connections to Redis per worker; a request finding all busy waits for one."""
 REDIS_POOL_WAIT_SECONDS = 10.0
@@ -114,6 +114,8 @@ class ThrottleSettings(Schema):
     """How windows are counted (see the limits library)."""
     on_store_error: Literal["allow", "deny"] = "allow"
     """What happens to requests while the storage cannot be reached."""
+    store_timeout: float = Field(REDIS_TIMEOUT_SECONDS, ge=0.05, le=30)
+    """Redis only: seconds to connect or to answer a call before the storage counts as unreachable."""
     max_keys: int = Field(100_000, ge=100)
     """Memory storage only: counters kept at most; the soonest-expiring are dropped beyond."""
     key_prefix: str = "stackgate"
@@ -238,7 +240,7 @@ _peel_error_wrappers(_RedisClusterStorage, keep=True)
 def build_storage(settings: ThrottleSettings) -> Storage:
     if settings.storage == "memory://":
         return BoundedMemoryStorage(settings.max_keys)
-    timeouts = dict(socket_timeout=REDIS_TIMEOUT_SECONDS, socket_connect_timeout=REDIS_TIMEOUT_SECONDS)
+    timeouts = dict(socket_timeout=settings.store_timeout, socket_connect_timeout=settings.store_timeout)
     if settings.storage.startswith("redis+sentinel://"):
         # Writes go to the primary only (a replica's count lags it): use_replicas off.
         return _RedisSentinelStorage(
@@ -258,8 +260,7 @@ def build_storage(settings: ThrottleSettings) -> Storage:
         settings.storage.replace("redis+unix://", "unix://", 1),
         max_connections=REDIS_MAX_CONNECTIONS,
         timeout=REDIS_POOL_WAIT_SECONDS,
-        socket_timeout=REDIS_TIMEOUT_SECONDS,
-        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+        **timeouts,
     )
     return _RedisStorage(
         "async+" + settings.storage,
@@ -272,7 +273,7 @@ def build_storage(settings: ThrottleSettings) -> Storage:
 
 def storage_key(settings: ThrottleSettings) -> tuple:
     """The settings a limiter is built from: while they stay the same, a reload keeps it (and its counts)."""
-    return (settings.storage, settings.strategy, settings.max_keys, settings.key_prefix)
+    return (settings.storage, settings.strategy, settings.max_keys, settings.key_prefix, settings.store_timeout)
 
 
 class Limiter:
@@ -287,7 +288,7 @@ class Limiter:
             from gateway.storage.redis_window import RedisWindow
         direct = not isinstance(self.storage, (RedisSentinelStorage, RedisClusterStorage))
         self.window = (
-            RedisWindow(self.storage, REDIS_TIMEOUT_SECONDS, direct=direct, one_slot=isinstance(self.storage, RedisClusterStorage),
+            RedisWindow(self.storage, settings.store_timeout, direct=direct, one_slot=isinstance(self.storage, RedisClusterStorage),
                         in_flight=REDIS_MAX_CONNECTIONS, queue_timeout=REDIS_POOL_WAIT_SECONDS)
             if one_trip else None
         )

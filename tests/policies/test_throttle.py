@@ -60,9 +60,11 @@ auth = "none"
 def config_for(storage: str, strategy: str = "moving-window", redis_url: str = "") -> str:
     if storage == "memory":
         return CONFIG.replace('strategy = "moving-window"', f'strategy = "{strategy}"')
+    # Redis is up in these tests: a generous store_timeout keeps a loaded machine's slow connect (a burst
+    # opens up to 64 at once) from reading as an outage, which would open the throttle for a second.
     return CONFIG.replace(
         'storage = "memory://"\nstrategy = "moving-window"',
-        f'storage = "{redis_url}"\nstrategy = "{strategy}"\nkey_prefix = "{uuid.uuid4().hex}"',
+        f'storage = "{redis_url}"\nstrategy = "{strategy}"\nkey_prefix = "{uuid.uuid4().hex}"\nstore_timeout = 10',
     )
 
 
@@ -126,6 +128,34 @@ async def test_a_request_that_waits_for_a_redis_connection_is_counted_not_let_th
     assert response.status_code == 200
     assert re.fullmatch(r'"standard-0";r=48;t=\d+', response.headers["ratelimit"]), "counted as the second request"
     assert "throttle storage failed" not in caplog.text
+
+
+async def test_store_timeout_bounds_how_long_a_silent_redis_holds_a_request(gateway_client):
+    """A Redis that accepts but never answers counts as unreachable after ``store_timeout``, not before."""
+    accepted = []
+
+    async def silent(reader, writer):
+        accepted.append(writer)  # held open, never answered
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    config = CONFIG.replace(
+        'storage = "memory://"\nstrategy = "moving-window"',
+        f'storage = "redis://127.0.0.1:{port}/0"\nstore_timeout = 2\non_store_error = "deny"',
+    )
+    client = gateway_client(config)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        response = await asyncio.wait_for(client.get("/open/x"), 60)
+    finally:
+        server.close()
+        for writer in accepted:
+            writer.close()
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "throttle_unavailable"
+    assert loop.time() - started >= 1.9, "waited the configured 2 s, not the default 0.5 s"
+    assert len(wsgi_apps.RECORDED) == 0
 
 
 async def test_headers_follow_the_draft(client):
@@ -230,6 +260,7 @@ async def test_memory_storage_stays_bounded():
         ('[throttle.policies.p]\nrates = []', "throttle.policies.p.rates: must list at least one rate"),
         ('[throttle]\nstorage = "mongodb://x"', 'throttle.storage: must be "memory://" or a Redis URL'),
         ('[throttle]\non_store_error = "maybe"', "throttle.on_store_error"),
+        ('[throttle]\nstore_timeout = 0', "throttle.store_timeout: Input should be greater than or equal to 0.05"),
         ('[throttle.policies.p]\nrates = ["1/second"]\nroles = { x = ["abc"] }', "throttle.policies.p.roles"),
     ],
 )
