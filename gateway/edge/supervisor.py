@@ -10,7 +10,7 @@
   config is checked first, a new worker must be ready before the old one
   drains; progress in ``shared_status.STATUS``, shown at ``/_stackgate/status``.
 - Workers are forked from a supervisor that imported the gateway and the
-  config's apps and froze that heap (``_preload``), sharing its pages
+  config's apps (a Django's URLconf too) and froze that heap (``_preload``), sharing its pages
   copy-on-write; nothing that runs (threads, loops, connections) starts
   before the fork, and migrations run in a short-lived forked child. A
   rolling restart spawns fresh interpreters, so that it applies new code.
@@ -371,7 +371,8 @@ def migrate_in_child() -> int:
 
 def _preload(config: Config, modules: Sequence[str] = ()) -> None:
     """Import, before forking the workers, what each would import: ``modules`` (the gateway),
-    uvicorn's protocols and the config's in-process apps; then freeze that heap (``gc.freeze``).
+    uvicorn's protocols, the config's in-process apps and a Django's URLconf; then freeze that heap
+    (``gc.freeze``).
 
     Only imports: the workers build the app themselves (``gateway.asgi``), and with it every
     thread, pool, event loop and connection. An app that fails to import here is left to the
@@ -401,9 +402,25 @@ def _preload(config: Config, modules: Sequence[str] = ()) -> None:
                 load_app(backend.app)
             except (Exception, SystemExit):
                 logger.debug(f"Preloading {backend.app} failed; the workers will report it.")
+    _import_django_urlconf()
     if "django.db" in sys.modules:  # a connection opened while importing must not be shared by the workers
         sys.modules["django.db"].connections.close_all()
     gc.freeze()  # no collection first: 0.1-0.2 s of start for the few import-time cycles it would free
+
+
+def _import_django_urlconf() -> None:
+    """Import a loaded Django's URLconf, and with it the views and what they import (DRF, its renderers,
+    an OpenAPI generator...): Django imports it on a worker's first request, where each worker would
+    hold a copy of its own. Only imports; one that fails is left to the requests, which report it."""
+    django = sys.modules.get("django.apps")
+    if django is None or not django.apps.ready:
+        return
+    from django.urls import get_resolver
+
+    try:
+        get_resolver().url_patterns
+    except Exception as exc:
+        logger.debug(f"Preloading Django's URLconf failed; the first request will report it: {exc!r}")
 
 
 def _metrics_per_process() -> None:

@@ -94,3 +94,79 @@ def test_the_migrations_still_apply_before_the_workers_serve(tmp_path):
         assert len(children) == 2, children  # the migrating child is gone: two workers left
     finally:
         server.stop()
+
+
+DJANGO_SETTINGS = '''
+SECRET_KEY = "preload-test-" + "k" * 60
+DEBUG = False
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
+INSTALLED_APPS = []
+ROOT_URLCONF = "preload_urls"
+MIDDLEWARE = []
+DATABASES = {}
+USE_TZ = True
+'''
+
+DJANGO_URLS = '''
+import os
+
+from django.http import JsonResponse
+from django.urls import path
+
+with open(os.environ["PRELOAD_IMPORTS"], "a") as imports:  # who imported this URLconf
+    imports.write(f"{os.getpid()}\\n")
+
+
+def who(request):
+    return JsonResponse({"pid": os.getpid()})
+
+
+urlpatterns = [path("who", who)]
+'''
+
+DJANGO_WSGI = '''
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "preload_settings")
+from django.core.wsgi import get_wsgi_application
+
+application = get_wsgi_application()
+'''
+
+DJANGO_CONFIG = """
+[backends.site]
+kind = "wsgi"
+app = "preload_wsgi:application"
+django_settings = "preload_settings"
+
+[[routes]]
+prefix = "/d"
+backend = "site"
+auth = "none"
+"""
+
+
+def test_the_supervisor_imports_a_django_urlconf_once_for_all_workers(tmp_path):
+    """Django imports its URLconf (the views, DRF, what they import) on a process's first request: the
+    supervisor does it before forking, so the workers share one copy instead of importing one each."""
+    (tmp_path / "preload_settings.py").write_text(DJANGO_SETTINGS)
+    (tmp_path / "preload_urls.py").write_text(DJANGO_URLS)
+    (tmp_path / "preload_wsgi.py").write_text(DJANGO_WSGI)
+    imports = tmp_path / "imports.txt"
+    config = tmp_path / "config.toml"
+    config.write_text(DJANGO_CONFIG)
+    env = base_env(STACKGATE_DATA_DIR=str(tmp_path), PRELOAD_IMPORTS=str(imports), PYTHONPATH=f"{tmp_path}:{ROOT}")
+    server = GatewayProcess(config, env, workers=2).start(timeout=90)
+    try:
+        serving_workers(server, 2)
+        answered: set[int] = set()
+        deadline = time.monotonic() + 60
+        while len(answered) < 2:  # a new connection each time: both workers serve a Django request
+            assert time.monotonic() < deadline, f"Django answered from {answered}\n{server.log()}"
+            r = httpx.get(server.url + "/d/who", headers={"Connection": "close"}, timeout=10)
+            assert r.status_code == 200, f"{r.status_code} {r.text[:300]}\n{server.log()}"
+            answered.add(r.json()["pid"])
+        assert server.proc.pid not in answered
+        assert imports.read_text().split() == [str(server.proc.pid)], server.log()
+    finally:
+        server.stop()
