@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import gc
 import os
 import shutil
 import sys
@@ -621,6 +622,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.verb != "run":  # run: on once the loaded heap is frozen (gateway.edge.heap.collect_from_here)
+        gc.enable()
     return VERBS[args.verb](args)
 
 

@@ -23,7 +23,13 @@ CHECK_EVERY = 1.0
 def freeze_loaded_objects() -> None:
     """Collect what is garbage now, then move every object left out of the collector's sight."""
     gc.collect()
+    collect_from_here()
+
+
+def collect_from_here() -> None:
+    """Freeze the heap as it is, and turn the collector on (``stackgate`` starts with it off: ``gateway.launch``)."""
     gc.freeze()
+    gc.enable()
 
 
 def full_collections() -> int:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import importlib
 import logging
 import multiprocessing
@@ -39,7 +38,7 @@ from uvicorn.config import STARTUP_FAILURE, Config
 from uvicorn.server import Server
 from uvicorn.supervisors.multiprocess import SIGNALS, Multiprocess, Process
 
-from gateway.edge import balance, shared_status
+from gateway.edge import balance, heap, shared_status
 from gateway.edge.shared_status import SharedStatus
 
 logger = logging.getLogger("uvicorn.error")
@@ -372,7 +371,7 @@ def migrate_in_child() -> int:
 def _preload(config: Config, modules: Sequence[str] = ()) -> None:
     """Import, before forking the workers, what each would import: ``modules`` (the gateway),
     uvicorn's protocols, the config's in-process apps and a Django's URLconf; then freeze that heap
-    (``gc.freeze``).
+    (``heap.collect_from_here``).
 
     Only imports: the workers build the app themselves (``gateway.asgi``), and with it every
     thread, pool, event loop and connection. An app that fails to import here is left to the
@@ -405,7 +404,7 @@ def _preload(config: Config, modules: Sequence[str] = ()) -> None:
     _import_django_urlconf()
     if "django.db" in sys.modules:  # a connection opened while importing must not be shared by the workers
         sys.modules["django.db"].connections.close_all()
-    gc.freeze()  # no collection first: 0.1-0.2 s of start for the few import-time cycles it would free
+    heap.collect_from_here()  # no collection first: 0.1-0.2 s of start for the few import-time cycles it would free
 
 
 def _import_django_urlconf() -> None:

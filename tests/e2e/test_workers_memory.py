@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.services import ROOT, GatewayProcess, base_env, session_processes
 
@@ -168,5 +169,27 @@ def test_the_supervisor_imports_a_django_urlconf_once_for_all_workers(tmp_path):
             answered.add(r.json()["pid"])
         assert server.proc.pid not in answered
         assert imports.read_text().split() == [str(server.proc.pid)], server.log()
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_collector_is_on_where_requests_are_served(tmp_path, workers):
+    """``stackgate`` imports with the cycle collector off (gateway/launch.py): the serving processes have it on,
+    with the loaded heap frozen."""
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG.replace("wsgi_apps:variant_a", "wsgi_apps:collector"))
+    server = GatewayProcess(config, base_env(STACKGATE_DATA_DIR=str(tmp_path)), workers=workers).start(timeout=90)
+    try:
+        answered: dict[int, dict] = {}
+        deadline = time.monotonic() + 60
+        while len(answered) < workers:
+            assert time.monotonic() < deadline, f"answered from {set(answered)}\n{server.log()}"
+            r = httpx.get(server.url + "/a/gc", headers={"Connection": "close"}, timeout=10)
+            assert r.status_code == 200, f"{r.status_code} {r.text[:300]}\n{server.log()}"
+            answered[r.json()["pid"]] = r.json()
+        for state in answered.values():
+            assert state["enabled"] is True, (state, server.log())
+            assert state["frozen"] > 10_000, state
     finally:
         server.stop()
