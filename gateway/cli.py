@@ -116,12 +116,21 @@ def cmd_routes(args: argparse.Namespace) -> int:
     if config is None:
         return 1
     rows = [("PREFIX", "METHODS", "HOSTS", "BACKEND", "KIND", "VERSION", "SCRIPT_NAME")]
+    notes = [""]
+    rollouts = rollout_cli.weights_in_force(config)  # a rollout's stored step wins over the config's weights
     for route in config.routes:
+        note = ""
         if route.split:  # weights, and the kind of each backend in the same order
-            backend = ",".join(f"{name}={weight}" for name, weight in route.split.items())
+            weights: dict[str, Any] = dict(route.split)
+            if route.label in rollouts:
+                in_force, note = rollouts[route.label]
+                if in_force is not None:
+                    weights = {name: f"{in_force[name]:g}" for name in route.split}
+            backend = ",".join(f"{name}={weight}" for name, weight in weights.items())
             kind = ",".join(config.backends[name].kind for name in route.split)
         else:
             backend, kind = route.backend, config.backends[route.backend].kind
+        notes.append(note)
         rows.append(
             (
                 route.prefix,
@@ -134,8 +143,9 @@ def cmd_routes(args: argparse.Namespace) -> int:
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    for row, note in zip(rows, notes):  # a note after the last column: (rollout: step 2 of 5, running)
+        line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths))
+        print(f"{line}  ({note})" if note else line.rstrip())
     print(f"server: {config.server.summary()}")  # after the table: its first line stays the column heads
     return 0
 

@@ -1,4 +1,4 @@
-"""``stackgate rollout status|pause|resume|promote|abort`` and what ``stackgate check`` says of rollouts.
+"""``stackgate rollout status|pause|resume|promote|abort``, and what ``stackgate check`` and ``stackgate routes`` say of rollouts.
 
 The verbs read the config to find the plan and its state store, and act on
 the store directly (Redis, or the file beside the config), by compare-and-set:
@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, Optional
 
 from gateway.rollout import engine
 from gateway.rollout.admin import planned_routes
@@ -40,6 +40,37 @@ def check_report(config: Any) -> list[str]:
         _, _, words = engine.apply_plan(state, route.rollout, label, source, time.time())
         lines.append(f"{where}: {words} [{store.where}]")
     return lines
+
+
+def weights_in_force(config: Any) -> dict[str, tuple[Optional[dict[str, float]], str]]:
+    """For ``stackgate routes``: per rollout route, the weights its stored state sets, and a note that says whose.
+
+    The weights are None when no rollout of the plan's target is stored yet, or when the store cannot
+    be read: the caller shows the config's. The store is read as ``rollout status`` reads it, and
+    nothing is written (no state, no lock file).
+    """
+    routes = planned_routes(config)
+    if not routes:
+        return {}
+    store = store_for(config)
+    out: dict[str, tuple[Optional[dict[str, float]], str]] = {}
+    failure = None  # one unreachable store: said for every route, tried once
+    for label, route in routes.items():
+        if failure is None:
+            try:
+                item = describe(store, route)
+            except StoreError as exc:
+                failure = f"rollout state unknown, config weights shown; the store cannot be read: {exc}"
+        if failure is not None:
+            out[label] = (None, failure)
+        elif item["status"] == "not_started":
+            first = f"{route.rollout.percent(0):g} % on {route.rollout.target}"
+            out[label] = (None, f"rollout not started: config weights; serving this config starts it at {first}")
+        else:
+            where = f'step {item["step"] + 1} of {len(item["plan"]["steps"])}, ' if item["step"] >= 0 else ""
+            weights = engine.weights(item, item["target"], item["source"])
+            out[label] = (weights, f'rollout: {where}{item["status"]}')
+    return out
 
 
 def add_parser(verbs: Any, default_config: str) -> None:

@@ -17,21 +17,19 @@ import contextvars
 import functools
 import ipaddress
 import time
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional, Protocol
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Link, SpanKind, StatusCode
+from opentelemetry.propagators.textmap import TextMapPropagator
+from opentelemetry.trace import Link, SpanKind, StatusCode, Tracer
 
 from gateway import headers as H
 from gateway.context import SCOPE_KEY
 from gateway.errors import GatewayError
 from gateway.routing import ADMIN_PREFIX
 from gateway.types import ASGIApp, Receive, Scope, Send
-
-if TYPE_CHECKING:
-    from gateway.telemetry.tracing import Tracing
 
 TRACEPARENT = H.TRACEPARENT.decode()
 TRACESTATE = H.TRACESTATE.decode()
@@ -113,10 +111,30 @@ def _failed(span: Any, exc: BaseException) -> None:
     span.set_status(StatusCode.ERROR, type(exc).__qualname__)
 
 
+class TracingLike(Protocol):
+    """What the spans take of the process's tracer, ``gateway.telemetry.tracing.Tracing``.
+
+    Declared here so that the dependency runs one way: tracing.py builds on this module, and
+    this module names only the members it uses.
+    """
+
+    settings: Any
+    """The ``TelemetrySettings`` it serves by."""
+    tracer: Tracer
+    propagator: TextMapPropagator
+    trust: Trust
+
+    def update(self, settings: Any) -> None: ...
+
+    def traceparent_headers(self) -> list[tuple[bytes, bytes]]: ...
+
+    def instrument_app(self, app: Any) -> None: ...
+
+
 class ServerSpans:
     """Outside the edge: one SERVER span per request (not for ``/_stackgate/``), current while it runs."""
 
-    def __init__(self, app: ASGIApp, tracing: Tracing, gateway: Any) -> None:
+    def __init__(self, app: ASGIApp, tracing: TracingLike, gateway: Any) -> None:
         self.app = app
         self.tracing = tracing
         self.gateway = gateway
@@ -252,7 +270,7 @@ class TracedBackend:
     """Mixin before a backend class: each call is a ``backend NAME`` span; ASGI and HTTP
     backends get its ``traceparent`` in their headers."""
 
-    _tracing: Tracing
+    _tracing: TracingLike
     name: str
     kind: str
 
