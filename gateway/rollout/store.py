@@ -51,7 +51,8 @@ class RedisStore:
     def __init__(self, url: str, prefix: str = "stackgate") -> None:
         self.url = url
         self.prefix = prefix
-        self.where = "redis " + url.rpartition("@")[2]
+        self.where = "redis " + url.partition("://")[2].rpartition("@")[2]
+        """Where the state is, for messages: host, port and database, never the credentials."""
         self._client: Any = None
         self._pid = 0
 

@@ -12,7 +12,7 @@ from gateway.policies.split import choose
 from gateway.rollout import engine
 from gateway.rollout.measure import Figures, Tally, bucket, bucket_upper
 from gateway.rollout.plan import RolloutPlan
-from gateway.rollout.store import FileStore
+from gateway.rollout.store import FileStore, RedisStore
 
 BASE = """
 [backends.old]
@@ -191,3 +191,14 @@ def test_the_file_store_writes_each_version_once_under_contention(tmp_path):
     store.add("api", {"w": {"t:n": 3, "s:n": 1}})
     assert store.figures("api", "w") == {"t:n": 5, "s:n": 1}
     assert store.lease("api", "me", 5) and not store.lease("api", "other", 5) and store.lease("api", "me", 5)
+
+
+@pytest.mark.parametrize(
+    "url, where",
+    [("redis://10.0.0.5:6379/0", "redis 10.0.0.5:6379/0"),
+     ("rediss://:s3cret@10.0.0.5:6380/1", "redis 10.0.0.5:6380/1"),
+     ("redis+sentinel://user:pw@h1:26379,h2:26379/mymaster", "redis h1:26379,h2:26379/mymaster")],
+)
+def test_the_redis_store_names_its_server_without_scheme_or_credentials(url, where):
+    """The name in `stackgate check` and `stackgate routes` messages, as docs/rollouts.md shows it."""
+    assert RedisStore(url).where == where
