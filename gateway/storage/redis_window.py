@@ -120,30 +120,58 @@ class RedisWindow:
         self._sending: Optional[asyncio.Task] = None
         self.round_trips = 0
         """Pipelines (or single calls) sent: fewer than calls once requests overlap."""
+        self._layouts: dict[int, tuple] = {}
+        self._head = (None, b"")
+        """The packed ``EVALSHA sha`` for the script's sha."""
 
     def keys(self, item: limits.RateLimitItem, namespace: str, key: str) -> tuple[str, str]:
-        if self.one_slot:
-            current = self.storage.bridge.prefixed_key(f"{{{namespace}/{key}}}/{item.key_for()}")
-        else:
-            current = self.storage.bridge.prefixed_key(self.storage._current_window_key(item.key_for(namespace, key)))
+        """The rate's previous and current window keys for a client: limits' own names."""
+        head, tail = self._key_parts(item)
+        current = f"{head}{namespace}/{key}{tail}"
         return current + "/-1", current
+
+    def _key_parts(self, item: limits.RateLimitItem) -> tuple[str, str]:
+        """What comes before and after ``namespace/key`` in the rate's current window key."""
+        prefix = self.storage.bridge.prefixed_key("")
+        if self.one_slot:  # one hash tag for every key of a request (Cluster)
+            return prefix + "{", "}/" + item.key_for()
+        whole = item.key_for("\0")  # limits' key with a marker where the identifiers go
+        before, _, after = whole.partition("\0")
+        return f"{prefix}{{{before}", f"{after}}}"
+
+    def _layout(self, items: tuple[limits.RateLimitItem, ...]) -> tuple[list[tuple[str, str]], bytes, bytes]:
+        """For these rates (a policy's, the same tuple each request): each one's key parts, then the packed
+        key count and the packed amounts and expiries, which do not change from request to request."""
+        cached = self._layouts.get(id(items))
+        if cached is None or cached[0] is not items:
+            parts = [self._key_parts(item) for item in items]
+            count = pack_arguments(2 * len(items))[1]
+            rates = pack_arguments(*[n for item in items for n in (item.amount, item.get_expiry())])[1]
+            if len(self._layouts) >= 1024:  # rates built per request by someone: keep it bounded
+                self._layouts.clear()
+            cached = self._layouts[id(items)] = (items, parts, count, rates)
+        return cached[1], cached[2], cached[3]
 
     async def hit(self, items: tuple[limits.RateLimitItem, ...], namespace: str, key: str,
                   cost: int = 1) -> list[WindowState]:
         """Take ``cost`` from each rate in turn; the states of the rates taken, the last one refusing if any did."""
+        parts, count, rates = self._layout(items)
         keys: list[str] = []
-        args: list[Any] = [cost]
-        for item in items:
-            keys.extend(self.keys(item, namespace, key))
-            args += (item.amount, item.get_expiry())
+        for head, tail in parts:
+            current = f"{head}{namespace}/{key}{tail}"
+            keys += (current + "/-1", current)
         if self.direct:
             loop = asyncio.get_running_loop()
             future = loop.create_future()
-            self._queue.append((pack_arguments(len(keys), *keys, *args), future))
+            argc, packed_keys = pack_arguments(*keys, cost)
+            self._queue.append(((1 + argc + 2 * len(items), count + packed_keys + rates), future))
             if self._sending is None:
                 self._sending = loop.create_task(self._send())
             reply = await future
         else:
+            args: list[Any] = [cost]
+            for item in items:
+                args += (item.amount, item.get_expiry())
             reply = await self._through_client(keys, args)
         now = time.time()
         return [window_state(item, *reply[i * 5:i * 5 + 5], now) for i, item in enumerate(items[:len(reply) // 5])]
@@ -222,7 +250,9 @@ class RedisWindow:
             pool = self.client.connection_pool
             # No per-read timeout (redis-py makes a task per write for it): one deadline for the round trip.
             connection = self._connection = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
-        head = b"$7\r\nEVALSHA\r\n" + pack_arguments(self.sha)[1]
+        if self._head[0] != self.sha:
+            self._head = (self.sha, b"$7\r\nEVALSHA\r\n" + pack_arguments(self.sha)[1])
+        head = self._head[1]
         try:
             async with asyncio.timeout(self.timeout):
                 await connection.send_packed_command(
