@@ -11,7 +11,8 @@ compare-and-set, logged as JSON (logger ``stackgate.rollout``) and counted
 A worker never goes back to a state older than one it has read: if the store
 returns one (a Redis failover lost writes, a store emptied), the worker keeps
 serving the newest state it knows, writes it back (compare-and-set on the
-older version), and decides nothing until the store has it again. Nor does it
+older version), and decides nothing until the store has it again (unless an
+operator acted on the older state since: that action stands). Nor does it
 decide in its first sync after the store was unreachable: every worker first
 gets a tick to write back what it knows.
 """
@@ -227,6 +228,9 @@ class RolloutManager:
         known = self._newest.get(label)
         if known is None or (state is not None and state["version"] >= known["version"]):
             return state, False
+        if state is not None and _operator_since(state, known):
+            self._newest[label] = state  # an operator acted on the older state since: that decision stands
+            return state, False
         found = state["version"] if state is not None else None
         if self.store.save(label, found or 0, known):
             logger.warning(
@@ -267,6 +271,12 @@ class RolloutManager:
             record(rt.label, event, self.owner)
             return new
         return self.store.load(rt.label)  # another decider was first: follow it
+
+
+def _operator_since(state: dict, known: dict) -> bool:
+    """Whether ``state``'s last transition is an operator's (the CLI, the admin API), made after ``known``'s last."""
+    last, mine = (state.get("history") or [{}])[-1], (known.get("history") or [{}])[-1]
+    return last.get("by") not in (None, "gates", "config") and last.get("at", 0) > mine.get("at", 0)
 
 
 def record(route: str, event: dict, owner: str) -> None:

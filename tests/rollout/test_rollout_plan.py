@@ -214,6 +214,14 @@ def test_a_worker_never_follows_a_state_older_than_one_it_read_and_writes_it_bac
     history = store.load("api")["history"]
     assert [(e["seq"], e["action"]) for e in history] == [(1, "start"), (2, "promote")]
 
+    # An operator who acted on the older state since (e.g. in the second after a failover) is not undone.
+    third, _ = engine.operate(second, p, "promote", 3.0)
+    assert store.save("api", 2, third) and worker._sync([(route, {})]) == [third]
+    paused, _ = engine.operate(first, p, "pause", 4.0, who="cli:ops")
+    assert paused["version"] < third["version"]
+    store.path.write_text(json.dumps({"routes": {"api": {"state": paused, "windows": {}, "lease": None}}}))
+    assert worker._sync([(route, {})]) == [paused] and store.load("api") == paused
+
 
 @pytest.mark.parametrize(
     "url, where",
