@@ -230,6 +230,8 @@ class RolloutManager:
             return state, False
         if state is not None and _operator_since(state, known):
             self._newest[label] = state  # an operator acted on the older state since: that decision stands
+            if label in self._seen:  # and its action is logged, though its version is below one already read
+                self._seen[label] = min(self._seen[label], state["history"][-1]["seq"] - 1)
             return state, False
         found = state["version"] if state is not None else None
         if self.store.save(label, found or 0, known):

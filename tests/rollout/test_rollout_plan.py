@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import threading
 
@@ -195,7 +196,7 @@ def test_the_file_store_writes_each_version_once_under_contention(tmp_path):
     assert store.lease("api", "me", 5) and not store.lease("api", "other", 5) and store.lease("api", "me", 5)
 
 
-def test_a_worker_never_follows_a_state_older_than_one_it_read_and_writes_it_back(tmp_path):
+def test_a_worker_never_follows_a_state_older_than_one_it_read_and_writes_it_back(tmp_path, caplog):
     """A store that went back (a Redis failover lost a write, a store emptied): the newest state read wins."""
     store = FileStore(tmp_path / "c.rollout.json")
     p = plan(min_requests=10_000)  # nothing gets decided here
@@ -220,7 +221,9 @@ def test_a_worker_never_follows_a_state_older_than_one_it_read_and_writes_it_bac
     paused, _ = engine.operate(first, p, "pause", 4.0, who="cli:ops")
     assert paused["version"] < third["version"]
     store.path.write_text(json.dumps({"routes": {"api": {"state": paused, "windows": {}, "lease": None}}}))
-    assert worker._sync([(route, {})]) == [paused] and store.load("api") == paused
+    with caplog.at_level(logging.INFO, "stackgate.rollout"):
+        assert worker._sync([(route, {})]) == [paused] and store.load("api") == paused
+    assert [r.rollout["action"] for r in caplog.records if hasattr(r, "rollout")] == ["pause"]  # logged once, by the decider
 
 
 @pytest.mark.parametrize(
