@@ -122,6 +122,9 @@ def fail_over_mid_rollout(tmp_path, url: str, kill, failed_over) -> None:
         server.start(60)
         with Traffic(server.url) as traffic, Watch(server) as watch:
             advanced = watch.until(lambda v: v["step"] >= 1, "the rollout advancing once")
+            # Killed once the advance is acknowledged to its decider (logged after the write returns).
+            wait(lambda: any(e["seq"] == advanced["state"]["version"] for e in transitions(server)), "the advance logged",
+                 timeout=30)
             kill()
             killed_at = time.time()
             wait(failed_over, "the failover", timeout=90)
