@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import pytest
 import redis
 
 from tests.services import free_port, wait_for_port
@@ -59,6 +60,13 @@ class Servers:
         proc = self.procs.pop(port)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
+
+    def freeze(self, port: int) -> None:
+        """Stop the server (SIGSTOP) without closing its connections: a replica that falls behind."""
+        self.procs[port].send_signal(signal.SIGSTOP)
+
+    def thaw(self, port: int) -> None:
+        self.procs[port].send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
         for proc in self.procs.values():
@@ -132,3 +140,25 @@ class ClusterSet(Servers):
     def all_slots_served(self) -> bool:
         alive = [p for p in self.ports if p in self.procs]
         return all(redis.Redis(port=p).cluster("info")["cluster_state"] == "ok" for p in alive)
+
+
+@pytest.fixture
+def sentinel_set(tmp_path):
+    """A running ``SentinelSet``; its servers' logs are printed at the end (shown when the test fails)."""
+    servers = SentinelSet(tmp_path / "sentinel")
+    try:
+        yield servers.up()
+    finally:
+        servers.stop()
+        print(servers.logs())
+
+
+@pytest.fixture
+def cluster_set(tmp_path):
+    """A running ``ClusterSet``; its servers' logs are printed at the end (shown when the test fails)."""
+    servers = ClusterSet(tmp_path / "cluster")
+    try:
+        yield servers.up()
+    finally:
+        servers.stop()
+        print(servers.logs())

@@ -7,6 +7,14 @@ and, if this worker holds the route's lease, applies a plan change or judges
 the step (``gateway.rollout.engine``). A transition is written by
 compare-and-set, logged as JSON (logger ``stackgate.rollout``) and counted
 (``stackgate_rollout_transitions``).
+
+A worker never goes back to a state older than one it has read: if the store
+returns one (a Redis failover lost writes, a store emptied), the worker keeps
+serving the newest state it knows, writes it back (compare-and-set on the
+older version), and decides nothing until the store has it again (unless an
+operator acted on the older state since: that action stands). Nor does it
+decide in its first sync after the store was unreachable: every worker first
+gets a tick to write back what it knows.
 """
 
 from __future__ import annotations
@@ -108,6 +116,8 @@ class RolloutManager:
         self._store_failing = False
         self._seen: dict[str, int] = {}
         """Route -> the state version this worker last read (to log the CLI's actions once)."""
+        self._newest: dict[str, dict] = {}
+        """Route -> the newest state (highest version) this worker read or wrote in the current store."""
 
     def follow_route(self, route: Any, config: Any) -> RouteRollout:
         """The route's rollout (made, or given its new plan), for the split policy at compile time."""
@@ -118,6 +128,7 @@ class RolloutManager:
             key = (config.throttle.storage, config.throttle.key_prefix, config.source)
             if key != self._store_key:
                 self.store, self._store_key = store_for(config), key
+                self._newest.clear()  # another store: what this worker knew was of the old one
         plan: RolloutPlan = route.rollout
         runtime = self.routes.get(route.label)
         if runtime is None:
@@ -181,15 +192,19 @@ class RolloutManager:
     def _sync(self, batch: list[tuple[RouteRollout, dict]]) -> list[Any]:
         """In a thread: flush, read, maybe decide; the state to follow per route (False: unknown, keep serving)."""
         out: list[Any] = []
+        recovering = self._store_failing  # the first sync after an outage decides nothing
         for rt, deltas in batch:
             try:
                 self.store.add(rt.label, deltas)
                 state = self.store.load(rt.label)
-                if self.store.lease(rt.label, self.owner, LEASE_SECONDS):
+                state, behind = self._not_older(rt.label, state)
+                if self.store.lease(rt.label, self.owner, LEASE_SECONDS) and not behind and not recovering:
                     self._log_cli_actions(rt.label, state)
                     state = self._decide(rt, state)
                 if state is not None:
                     self._seen[rt.label] = state["version"]
+                    if not behind:
+                        self._newest[rt.label] = state
             except StoreError as exc:
                 if not self._store_failing:
                     logger.error("rollout state store unreachable; serving the last known step", extra={"error": str(exc)})
@@ -201,6 +216,33 @@ class RolloutManager:
                 self._store_failing = False
             out.append(state)
         return out
+
+    def _not_older(self, label: str, state: Optional[dict]) -> tuple[Optional[dict], bool]:
+        """``state`` as read, or the newest this worker knows if the store went back (True: it had, decide nothing).
+
+        Versions only grow, so a stored version below one this worker has read means the store lost
+        writes (a Redis primary died before its replica had them, a store emptied). The worker serves
+        what it knows and writes it back, by compare-and-set on what is stored, so that no step already
+        decided is decided again (and possibly otherwise) and no consumer moves back.
+        """
+        known = self._newest.get(label)
+        if known is None or (state is not None and state["version"] >= known["version"]):
+            return state, False
+        if state is not None and _operator_since(state, known):
+            self._newest[label] = state  # an operator acted on the older state since: that decision stands
+            if label in self._seen:  # and its action is logged, though its version is below one already read
+                self._seen[label] = min(self._seen[label], state["history"][-1]["seq"] - 1)
+            return state, False
+        found = state["version"] if state is not None else None
+        if self.store.save(label, found or 0, known):
+            logger.warning(
+                f"rollout state of route {label} went back in {self.store.where} (version {found}; this worker had "
+                f"read version {known['version']}): wrote it back",
+                extra={"event": "rollout_state_restored", "route": label, "found_version": found,
+                       "restored_version": known["version"], "store": self.store.where},
+            )
+            return known, False
+        return known, True  # something else was written meanwhile: read it next tick
 
     def _log_cli_actions(self, label: str, state: Optional[dict]) -> None:
         """The CLI writes the store, not a gateway log: the deciding worker logs and counts its actions."""
@@ -231,6 +273,12 @@ class RolloutManager:
             record(rt.label, event, self.owner)
             return new
         return self.store.load(rt.label)  # another decider was first: follow it
+
+
+def _operator_since(state: dict, known: dict) -> bool:
+    """Whether ``state``'s last transition is an operator's (the CLI, the admin API), made after ``known``'s last."""
+    last, mine = (state.get("history") or [{}])[-1], (known.get("history") or [{}])[-1]
+    return last.get("by") not in (None, "gates", "config") and last.get("at", 0) > mine.get("at", 0)
 
 
 def record(route: str, event: dict, owner: str) -> None:

@@ -3,7 +3,10 @@
 ``RedisStore`` when ``[throttle] storage`` is Redis (every worker and host
 shares it): the state is one JSON value replaced by a compare-and-set script on
 its ``version``, figures are hashes summed with ``HINCRBY``, and the decider
-holds a short lease (``SET NX PX``). ``FileStore`` otherwise: one JSON file
+holds a short lease (``SET NX PX``). When the primary has replicas (Sentinel,
+Cluster, any replicated Redis), a state write returns only once one replica
+acknowledged it (``WAIT``), so a failover does not lose a transition the
+deployment has already acted on. ``FileStore`` otherwise: one JSON file
 beside the config (``NAME.rollout.json``), changed under an ``fcntl`` lock and
 replaced atomically, for the workers of one host. Calls block: the manager
 runs them in a thread, the CLI directly.
@@ -14,12 +17,17 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+logger = logging.getLogger("stackgate.rollout")
+
+REPLICA_WAIT_MS = 1000
+"""How long a state write waits for a replica's acknowledgement (Redis with replicas) before it goes on without."""
 WINDOW_TTL_SECONDS = 7 * 24 * 3600
 """Figures of a step window are kept this long after their last update (Redis)."""
 KEEP_WINDOWS = 8
@@ -78,8 +86,34 @@ class RedisStore:
         return json.loads(raw) if raw else None
 
     def save(self, route: str, expected_version: int, state: dict) -> bool:
+        """Compare-and-set on ``version``; with replicas, wait (``REPLICA_WAIT_MS`` at most) until one has the write.
+
+        Redis replicates asynchronously: a write the primary acknowledged but had not yet sent on is lost
+        if the primary dies and a replica takes over. ``WAIT 1`` on the connection that wrote closes that
+        gap for the state (figures and the lease are not waited for). Without replicas, no wait.
+        """
+        key = self._key(route, "state")
         body = json.dumps(state, separators=(",", ":"))
-        return bool(self._call(lambda c: c.eval(_CAS, 1, self._key(route, "state"), expected_version, body)))
+
+        def run(client: Any) -> tuple[bool, Optional[int]]:
+            node = _primary_for(client, key)
+            if not int(node.info("replication").get("connected_slaves", 0)):
+                return bool(node.eval(_CAS, 1, key, expected_version, body)), None
+            pipe = node.pipeline(transaction=False)  # one connection: WAIT waits for this connection's writes
+            pipe.eval(_CAS, 1, key, expected_version, body)
+            pipe.wait(1, REPLICA_WAIT_MS)
+            saved, acknowledged = pipe.execute()
+            return bool(saved), int(acknowledged)
+
+        saved, acknowledged = self._call(run)
+        if saved and acknowledged == 0:
+            logger.warning(
+                f"rollout state of route {route} (version {state.get('version')}) written on the primary of {self.where}, "
+                f"not acknowledged by a replica within {REPLICA_WAIT_MS} ms: a failover now may lose it "
+                "(every gateway worker that read it writes it back)",
+                extra={"route": route, "store": self.where},
+            )
+        return saved
 
     def add(self, route: str, windows: dict[str, dict[str, int]]) -> None:
         def run(client: Any) -> None:
@@ -100,6 +134,15 @@ class RedisStore:
 
     def lease(self, route: str, owner: str, seconds: float) -> bool:
         return bool(self._call(lambda c: c.eval(_LEASE, 1, self._key(route, "lease"), owner, int(seconds * 1000))))
+
+
+def _primary_for(client: Any, key: str) -> Any:
+    """A client of the one server that holds ``key``: in a Cluster, the primary of its slot; else ``client``."""
+    from redis.cluster import RedisCluster
+
+    if isinstance(client, RedisCluster):
+        return client.get_redis_connection(client.get_node_from_key(key))
+    return client
 
 
 def _redis_client(url: str) -> Any:

@@ -16,9 +16,8 @@ import time
 import uuid
 
 import httpx
-import pytest
 
-from tests.redis_ha import ClusterSet, SentinelSet, wait
+from tests.redis_ha import cluster_set, sentinel_set, wait  # noqa: F401 (fixtures)
 from tests.services import GatewayProcess, base_env
 
 LIMIT = 100
@@ -85,26 +84,6 @@ class Load:
         self.stop.set()
         for thread in self.threads:
             thread.join(30)
-
-
-@pytest.fixture
-def sentinel_set(tmp_path):
-    servers = SentinelSet(tmp_path / "sentinel")
-    try:
-        yield servers.up()
-    finally:
-        servers.stop()
-        print(servers.logs())
-
-
-@pytest.fixture
-def cluster_set(tmp_path):
-    servers = ClusterSet(tmp_path / "cluster")
-    try:
-        yield servers.up()
-    finally:
-        servers.stop()
-        print(servers.logs())
 
 
 def kill_under_load(tmp_path, url: str, prefix: str, kill, failed_over) -> None:

@@ -62,6 +62,9 @@ class Traffic:
         self.stopped = threading.Event()
         self.sent = 0
         self.served: dict[str, int] = {}
+        self.statuses: dict[int, int] = {}
+        self.errors: list[str] = []
+        """Requests that got no answer at all (connection errors, timeouts)."""
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
@@ -74,8 +77,9 @@ class Traffic:
                     response = client.get(f"/api/todos/{self.sent % 7}", headers=self.headers)
                     by = response.headers.get("x-served-by", "-")
                     self.served[by] = self.served.get(by, 0) + 1
-                except httpx.HTTPError:
-                    pass
+                    self.statuses[response.status_code] = self.statuses.get(response.status_code, 0) + 1
+                except httpx.HTTPError as exc:
+                    self.errors.append(repr(exc))
                 self.sent += 1
         finally:
             for client in clients:

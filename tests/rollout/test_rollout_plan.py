@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import secrets
 import threading
 
@@ -10,6 +12,7 @@ import pytest
 from gateway.config import ConfigError, parse_config
 from gateway.policies.split import choose
 from gateway.rollout import engine
+from gateway.rollout.manager import RolloutManager, RouteRollout
 from gateway.rollout.measure import Figures, Tally, bucket, bucket_upper
 from gateway.rollout.plan import RolloutPlan
 from gateway.rollout.store import FileStore, RedisStore
@@ -191,6 +194,36 @@ def test_the_file_store_writes_each_version_once_under_contention(tmp_path):
     store.add("api", {"w": {"t:n": 3, "s:n": 1}})
     assert store.figures("api", "w") == {"t:n": 5, "s:n": 1}
     assert store.lease("api", "me", 5) and not store.lease("api", "other", 5) and store.lease("api", "me", 5)
+
+
+def test_a_worker_never_follows_a_state_older_than_one_it_read_and_writes_it_back(tmp_path, caplog):
+    """A store that went back (a Redis failover lost a write, a store emptied): the newest state read wins."""
+    store = FileStore(tmp_path / "c.rollout.json")
+    p = plan(min_requests=10_000)  # nothing gets decided here
+    worker = RolloutManager()
+    worker.store = store
+    route = RouteRollout("api", p, "old", False)
+    first, _ = engine.start(p, "api", "old", 0.0)
+    second, _ = engine.operate(first, p, "promote", 1.0)
+    assert store.save("api", 0, first) and store.save("api", 1, second)
+    assert worker._sync([(route, {})]) == [second]
+
+    store.path.write_text(json.dumps({"routes": {"api": {"state": first, "windows": {}, "lease": None}}}))
+    assert worker._sync([(route, {})]) == [second] and store.load("api") == second  # back to version 1: version 2 again
+    store.path.unlink()
+    assert worker._sync([(route, {})]) == [second] and store.load("api") == second  # emptied: not started again
+    history = store.load("api")["history"]
+    assert [(e["seq"], e["action"]) for e in history] == [(1, "start"), (2, "promote")]
+
+    # An operator who acted on the older state since (e.g. in the second after a failover) is not undone.
+    third, _ = engine.operate(second, p, "promote", 3.0)
+    assert store.save("api", 2, third) and worker._sync([(route, {})]) == [third]
+    paused, _ = engine.operate(first, p, "pause", 4.0, who="cli:ops")
+    assert paused["version"] < third["version"]
+    store.path.write_text(json.dumps({"routes": {"api": {"state": paused, "windows": {}, "lease": None}}}))
+    with caplog.at_level(logging.INFO, "stackgate.rollout"):
+        assert worker._sync([(route, {})]) == [paused] and store.load("api") == paused
+    assert [r.rollout["action"] for r in caplog.records if hasattr(r, "rollout")] == ["pause"]  # logged once, by the decider
 
 
 @pytest.mark.parametrize(
