@@ -193,3 +193,24 @@ def test_the_collector_is_on_where_requests_are_served(tmp_path, workers):
             assert state["frozen"] > 10_000, state
     finally:
         server.stop()
+
+
+def test_workers_do_not_start_when_the_migrations_fail(tmp_path):
+    """The migrations run in a child of the supervisor before any worker: when they fail, no worker starts."""
+    from uvicorn.config import STARTUP_FAILURE
+
+    from tests.services import free_port
+
+    config = tmp_path / "config.toml"
+    config.write_text((ROOT / "config.toml").read_text())
+    unreachable = f"postgresql://stackgate:x@127.0.0.1:{free_port()}/nowhere"  # nothing listens there
+    server = GatewayProcess(config, base_env(STACKGATE_DATA_DIR=str(tmp_path), DATABASE_URL=unreachable), workers=2).launch()
+    try:
+        code = server.proc.wait(timeout=120)
+    except Exception:
+        server.stop()
+        raise AssertionError(f"still running with its database unreachable\n{server.log()}")
+    log = server.log()
+    assert code == STARTUP_FAILURE, f"exit {code}\n{log}"
+    assert "The database migrations failed" in log and "Not starting the workers" in log, log
+    assert "Started server process" not in log, log
