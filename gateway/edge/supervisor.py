@@ -67,6 +67,8 @@ def listening_sockets(host: str, port: int, count: int, backlog: int = 2048) -> 
     worker that was ready first.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if port:
+        _refuse_a_taken_port(family, host, port)
     sockets: list[socket.socket] = []
     for _ in range(count):
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -83,6 +85,22 @@ def listening_sockets(host: str, port: int, count: int, backlog: int = 2048) -> 
         sock.set_inheritable(True)
         sockets.append(sock)
     return sockets
+
+
+def _refuse_a_taken_port(family: socket.AddressFamily, host: str, port: int) -> None:
+    """Raise ``OSError`` (address in use) when another socket listens on ``host:port``.
+
+    ``SO_REUSEPORT`` lets any process of the same user bind a port that has such sockets, and the
+    kernel then splits the connections between the two servers: a second ``stackgate run`` on the
+    port would serve half of the first one's clients, silently. A socket without the option cannot
+    bind it while the other listens, so one is bound first, and closed.
+    """
+    probe = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # connections in TIME_WAIT do not count
+        probe.bind((host, port))
+    finally:
+        probe.close()
 
 
 class WorkerServer(Server):
@@ -447,7 +465,12 @@ def serve(config: Config, migrate: bool = False, preload: Sequence[str] = ()) ->
     ``STARTUP_FAILURE`` when a worker failed to start (the bootstrap checks refused) or the
     migrations failed, else 0.
     """
-    sockets = listening_sockets(config.host, config.port, config.workers, config.backlog)
+    try:
+        sockets = listening_sockets(config.host, config.port, config.workers, config.backlog)
+    except OSError as exc:  # one JSON line, as with one worker (uvicorn's), not a traceback
+        logger.error(f"Cannot listen on {config.host}:{config.port}: {exc.strerror or exc} "
+                     "(is another server, another stackgate, on that port?)")
+        return STARTUP_FAILURE
     _preload(config, preload)
     if migrate and migrate_in_child() != 0:
         logger.error("Not starting the workers: the database migrations failed.")

@@ -156,7 +156,8 @@ def test_the_supervisor_imports_a_django_urlconf_once_for_all_workers(tmp_path):
     imports = tmp_path / "imports.txt"
     config = tmp_path / "config.toml"
     config.write_text(DJANGO_CONFIG)
-    env = base_env(STACKGATE_DATA_DIR=str(tmp_path), PRELOAD_IMPORTS=str(imports), PYTHONPATH=f"{tmp_path}:{ROOT}")
+    env = base_env(STACKGATE_DATA_DIR=str(tmp_path), PRELOAD_IMPORTS=str(imports), PYTHONPATH=f"{tmp_path}:{ROOT}",
+                   DJANGO_SETTINGS_MODULE="preload_settings")  # the suite's own process may have set the demo's
     server = GatewayProcess(config, env, workers=2).start(timeout=90)
     try:
         serving_workers(server, 2)
