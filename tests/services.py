@@ -170,6 +170,14 @@ class GatewayProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
 
+    def exit_code(self, timeout: float = 120.0) -> int:
+        """Wait for a process that must end by itself (a refused start); stopped, and an error, if it does not."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise AssertionError(f"still running after {timeout} s\n{self.log()}") from None
+
     def stop(self, timeout: float = 20.0) -> Optional[int]:
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else None

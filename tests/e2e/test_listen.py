@@ -9,26 +9,14 @@ import socket
 import httpx
 import pytest
 
+from tests.e2e.test_workers_memory import CONFIG as WORKERS_CONFIG
 from tests.services import GatewayProcess, base_env, session_processes
 
-CONFIG = """
-[backends.a]
-kind = "wsgi"
-app = "tests.fixtures.wsgi_apps:collector"
-
-[[routes]]
-prefix = "/a"
-backend = "a"
-auth = "none"
-"""
+CONFIG = WORKERS_CONFIG.replace("wsgi_apps:variant_a", "wsgi_apps:collector")  # answers with its pid
 
 
 def refused(server: GatewayProcess) -> str:
-    try:
-        code = server.proc.wait(timeout=120)
-    except Exception:
-        server.stop()
-        raise AssertionError(f"still running on a taken port\n{server.log()}")
+    code = server.exit_code()
     log = server.log()
     assert code == 3, f"exit {code}\n{log}"
     assert "Traceback" not in log, log
@@ -47,7 +35,7 @@ def test_a_port_another_program_listens_on_is_an_error(tmp_path, workers):
         server = GatewayProcess(config, base_env(STACKGATE_DATA_DIR=str(tmp_path)), workers=workers,
                                 port=other.getsockname()[1]).launch()
         if workers == 1:  # uvicorn's own bind: its JSON line, then the gateway's exit code
-            code = server.proc.wait(timeout=120)
+            code = server.exit_code()
             assert code == 3 and "Address already in use" in server.log() and "Traceback" not in server.log(), server.log()
         else:
             refused(server)
