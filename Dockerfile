@@ -44,6 +44,8 @@ COPY gateway ./gateway
 RUN pip install --no-cache-dir .
 # The demo stacks the default config serves: not in the wheel, importable from /app (PYTHONPATH).
 COPY backends ./backends
+# Their bytecode now: PYTHONDONTWRITEBYTECODE, and a read-only /app, would make every start compile them.
+RUN python -m compileall -q backends
 
 # The demo config: the checks refuse it on 0.0.0.0. Mount your own folder over /etc/stackgate.
 COPY config.toml /etc/stackgate/config.toml

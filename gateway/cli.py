@@ -392,7 +392,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     # migrate = true: the schema is there on the first request. STACKGATE_MIGRATE=0 leaves it to
     # `stackgate migrate` (a release job). With --workers N the supervisor migrates, in a child
-    # forked once the stacks are loaded (supervisor.migrate_in_child).
+    # forked once that stack is loaded (supervisor._start_migrations).
     migrate = os.environ.get("STACKGATE_MIGRATE", "1") != "0" and any(
         getattr(backend, "migrate", False) for backend in config.backends.values()
     )

@@ -376,17 +376,21 @@ def _migrate() -> None:  # pragma: no cover - in the child
         os._exit(1)
 
 
-def migrate_in_child() -> int:
-    """Apply the config's Django migrations (``migrate = true``) in a child forked from the loaded supervisor, and
-    return its exit code: the supervisor never sets Django up (nor opens the database) for them,
-    and the child starts with what the preload imported."""
+def _start_migrations() -> multiprocessing.process.BaseProcess:
+    """Apply the config's Django migrations (``migrate = true``) in a child forked from the loading supervisor:
+    the supervisor never sets Django up (nor opens the database) for them, and the child starts with
+    what the preload imported so far. ``_finish`` waits for it."""
     child = _FORK.Process(target=_migrate, name="stackgate-migrate")
     child.start()
+    return child
+
+
+def _finish(child: multiprocessing.process.BaseProcess) -> int:
     child.join()
     return child.exitcode or 0
 
 
-def _preload(config: Config, modules: Sequence[str] = ()) -> None:
+def _preload(config: Config, modules: Sequence[str] = (), migrate: bool = False) -> Optional[multiprocessing.process.BaseProcess]:
     """Import, before forking the workers, what each would import: ``modules`` (the gateway),
     uvicorn's protocols, the config's in-process apps and a Django's URLconf; then freeze that heap
     (``heap.collect_from_here``).
@@ -394,6 +398,10 @@ def _preload(config: Config, modules: Sequence[str] = ()) -> None:
     Only imports: the workers build the app themselves (``gateway.asgi``), and with it every
     thread, pool, event loop and connection. An app that fails to import here is left to the
     workers, which report it as they always have (and refuse to start).
+
+    ``migrate``: the backend with ``migrate = true`` is imported first, and the migrations' child
+    (``_start_migrations``) forked as soon as it is, so that it runs on another core while the rest
+    loads; returned, started, for the caller to wait on before any worker starts.
     """
     from gateway.backends.base import load_app
     from gateway.config import ConfigError, load_config
@@ -413,16 +421,24 @@ def _preload(config: Config, modules: Sequence[str] = ()) -> None:
         from gateway import telemetry
 
         telemetry.install(loaded)  # [telemetry]: the stacks' instrumentation, before they are imported; no thread
-    for backend in loaded.backends.values() if loaded is not None else ():
+    backends = list(loaded.backends.values()) if loaded is not None else []
+    backends.sort(key=lambda backend: not getattr(backend, "migrate", False))  # stable: the config's order otherwise
+    migration = None
+    for backend in backends:
         if getattr(backend, "kind", None) in ("wsgi", "asgi"):
             try:
                 load_app(backend.app)
             except (Exception, SystemExit):
                 logger.debug(f"Preloading {backend.app} failed; the workers will report it.")
+        if migrate and migration is None and getattr(backend, "migrate", False):
+            migration = _start_migrations()
+    if migrate and migration is None:  # no config to read here: the child reports why
+        migration = _start_migrations()
     _import_django_urlconf()
     if "django.db" in sys.modules:  # a connection opened while importing must not be shared by the workers
         sys.modules["django.db"].connections.close_all()
     heap.collect_from_here()  # no collection first: 0.1-0.2 s of start for the few import-time cycles it would free
+    return migration
 
 
 def _import_django_urlconf() -> None:
@@ -461,7 +477,7 @@ def _metrics_per_process() -> None:
 def serve(config: Config, migrate: bool = False, preload: Sequence[str] = ()) -> int:
     """Run ``config.workers`` workers of ``config`` under the supervisor, until SIGINT/SIGTERM.
 
-    ``migrate``: apply the migrations of the backend with ``migrate = true`` first (``migrate_in_child``). Returns
+    ``migrate``: apply the migrations of the backend with ``migrate = true`` first (``_start_migrations``). Returns
     ``STARTUP_FAILURE`` when a worker failed to start (the bootstrap checks refused) or the
     migrations failed, else 0.
     """
@@ -471,8 +487,8 @@ def serve(config: Config, migrate: bool = False, preload: Sequence[str] = ()) ->
         logger.error(f"Cannot listen on {config.host}:{config.port}: {exc.strerror or exc} "
                      "(is another server, another stackgate, on that port?)")
         return STARTUP_FAILURE
-    _preload(config, preload)
-    if migrate and migrate_in_child() != 0:
+    migration = _preload(config, preload, migrate=migrate)
+    if migration is not None and _finish(migration) != 0:
         logger.error("Not starting the workers: the database migrations failed.")
         for sock in sockets:
             sock.close()
