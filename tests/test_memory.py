@@ -3,6 +3,7 @@ shared status (gateway/edge/supervisor.py): behaviour, never a figure."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import threading
@@ -10,6 +11,7 @@ import time
 
 from bench import memory as bench_memory
 from bench import report
+from bench import weigh as bench_weigh
 from bench.model import Consumer
 from bench.procs import memory, tree
 from bench.soak import fitted_growth
@@ -88,6 +90,20 @@ def test_the_memory_summary_compares_each_repeat_with_its_own_peers():
     summary = bench_memory.summarize(records)
     assert summary["share_idle"] == (0.5 + 0.5) / 2 and summary["share_idle_max"] == 0.5
     assert "target <= 50 %: meets" in bench_memory.render(summary, [])
+
+
+def test_the_weighing_loads_each_part_in_an_interpreter_of_its_own(tmp_path, capsys):
+    """``python -m bench.weigh``: the floor under the memory figures, one fresh interpreter per row."""
+    out = tmp_path / "weigh.json"
+    assert bench_weigh.main(["--json", str(out)]) == 0
+    rows = {row["case"]: row for row in json.loads(out.read_text())}
+    alone, flask, django = rows["python alone"], rows["the Flask stack (a gunicorn worker's imports)"], rows["the Django stack and its URLconf"]
+    everything = rows["the gateway and both stacks (the supervisor at its fork)"]
+    assert alone["modules"] < flask["modules"] < everything["modules"] and django["modules"] < everything["modules"]
+    for row in rows.values():
+        assert 0 < row["anon"] < row["rss"] and 0 < row["pss"] <= row["rss"]
+    assert everything["anon"] > max(row["anon"] for case, row in rows.items() if row is not everything)
+    assert "the supervisor at its fork" in capsys.readouterr().out
 
 
 def test_a_falling_shared_share_is_seen_by_the_soak_fit():

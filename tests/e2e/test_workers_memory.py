@@ -211,3 +211,50 @@ def test_workers_do_not_start_when_the_migrations_fail(tmp_path):
     assert code == STARTUP_FAILURE, f"exit {code}\n{log}"
     assert "The database migrations failed" in log and "Not starting the workers" in log, log
     assert "Started server process" not in log, log
+
+
+WAITER = '''
+import os, sqlite3, time
+
+# Imported by the supervisor's preload after the migrating Django stack: waits for its migrations,
+# which only a child started before this import can apply.
+database = os.path.join(os.environ["STACKGATE_DATA_DIR"], "stackgate.sqlite3")
+deadline = time.monotonic() + 60
+migrated = False
+while not migrated and time.monotonic() < deadline:
+    try:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=1) as db:
+            migrated = bool(db.execute("SELECT count(*) FROM django_migrations WHERE app = 'todos'").fetchone()[0])
+    except sqlite3.Error:  # not created yet, or being written
+        pass
+    if not migrated:
+        time.sleep(0.05)
+with open(os.environ["WAITER_OUT"], "w") as out:
+    out.write(f"{os.getpid()} {migrated}")
+
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"waited"]
+'''
+
+
+def test_the_migrations_run_while_the_other_stacks_load(tmp_path):
+    """The migrations' child starts as soon as the migrating stack is imported, not after every stack is
+    (it runs on another core meanwhile): a stack imported after it, listed first, sees them applied."""
+    (tmp_path / "preload_waiter.py").write_text(WAITER)
+    out = tmp_path / "waiter.txt"
+    config = tmp_path / "config.toml"
+    shipped = (ROOT / "config.toml").read_text()
+    config.write_text('[backends.waiter]\nkind = "wsgi"\napp = "preload_waiter:app"\n\n'
+                      + shipped.replace("[[routes]]", '[[routes]]\nprefix = "/waiter"\nbackend = "waiter"\nauth = "none"\n\n[[routes]]', 1))
+    env = base_env(STACKGATE_DATA_DIR=str(tmp_path), WAITER_OUT=str(out), PYTHONPATH=f"{tmp_path}:{ROOT}")
+    server = GatewayProcess(config, env, workers=2).start(timeout=120)
+    try:
+        pid, migrated = out.read_text().split()
+        assert (int(pid), migrated) == (server.proc.pid, "True"), server.log()
+        assert httpx.get(server.url + "/waiter", timeout=10).text == "waited"
+        r = httpx.get(server.url + "/v1/todos", headers={"X-API-Key": "sgk_BjlsISJWJWt6sMBgjX-ty-q3R05j0-qpufoYZk4wf_0"}, timeout=30)
+        assert r.status_code == 200, f"{r.status_code} {r.text[:300]}\n{server.log()}"
+    finally:
+        server.stop()
