@@ -379,13 +379,13 @@ def _migrate() -> None:  # pragma: no cover - in the child
 def _start_migrations() -> multiprocessing.process.BaseProcess:
     """Apply the config's Django migrations (``migrate = true``) in a child forked from the loading supervisor:
     the supervisor never sets Django up (nor opens the database) for them, and the child starts with
-    what the preload imported so far. ``_finish`` waits for it."""
+    what the preload imported so far. ``_finish_migrations`` waits for it."""
     child = _FORK.Process(target=_migrate, name="stackgate-migrate")
     child.start()
     return child
 
 
-def _finish(child: multiprocessing.process.BaseProcess) -> int:
+def _finish_migrations(child: multiprocessing.process.BaseProcess) -> int:
     child.join()
     return child.exitcode or 0
 
@@ -488,7 +488,7 @@ def serve(config: Config, migrate: bool = False, preload: Sequence[str] = ()) ->
                      "(is another server, another stackgate, on that port?)")
         return STARTUP_FAILURE
     migration = _preload(config, preload, migrate=migrate)
-    if migration is not None and _finish(migration) != 0:
+    if migration is not None and _finish_migrations(migration) != 0:
         logger.error("Not starting the workers: the database migrations failed.")
         for sock in sockets:
             sock.close()
